@@ -1,0 +1,26 @@
+# `make demo` and `make test` each set up what they need in a local virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tfcompress-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,demo]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tfcompress demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/compare.py
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

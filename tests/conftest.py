@@ -1,0 +1,85 @@
+"""Shared fixtures: the digits data and tiny models that train in seconds."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import datasets
+
+
+def pytest_configure(config):
+    # Two logical CPUs so MirroredStrategy tests have two replicas; this must
+    # happen before TensorFlow initialises its devices.
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    except RuntimeError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """((x_train, y_train), (x_test, y_test)) of the bundled digits."""
+    return datasets.load_digits()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+def make_cnn(conv1=16, conv2=32, dense=64):
+    """The demo CNN's shape (Conv-Conv-MaxPool-Dense-Dense), smaller by default."""
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(conv1, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(conv2, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(dense, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def make_mobile_block():
+    """Functional model with Conv-BN-ReLU6, DepthwiseConv2D and a residual Add."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.ReLU(6.0)(y)
+    y = keras.layers.Conv2D(16, 1, use_bias=False)(y)
+    y = keras.layers.BatchNormalization()(y)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10)(x)
+    return keras.Model(inputs, outputs, name="mobile_block")
+
+
+def compile_for_digits(model, learning_rate=3e-3):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def accuracy(model, x, y):
+    logits = model.predict(x, verbose=0, batch_size=256)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))

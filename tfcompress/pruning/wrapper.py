@@ -1,0 +1,220 @@
+"""`PruneLowMagnitude`: the layer wrapper that masks weights during training."""
+
+import keras
+from keras import ops
+
+from tfcompress import _kernels
+from tfcompress._checks import check_int, check_one_of
+from tfcompress._state import call_with_weights, state_variable
+from tfcompress.pruning import masks
+from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
+
+OPT_IN_METHOD = "get_prunable_weights"
+_M_BY_N_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer and zeros its lowest-magnitude weights as training goes.
+
+    All state is in non-trainable variables saved with the model: one 0/1 mask
+    per prunable weight and `pruning_step`, the number of training steps seen.
+    Each training call advances the step and, when the schedule says so,
+    recomputes the masks from the masked weights' magnitudes. Every call
+    (training or not) computes with `weight * mask`, so `evaluate` during
+    training measures the sparse model that will ship, and pruned weights get
+    no gradient. No callback is needed; `strip_pruning` bakes the masks in.
+
+    Use `prune_low_magnitude` rather than this class directly.
+
+    Args:
+        layer: The layer to prune: one of the supported types or a layer with a
+            `get_prunable_weights()` method.
+        pruning_schedule: A `PruningSchedule`.
+        block_size: `(rows, cols)`: zero whole blocks of the kernel seen as a
+            2-D matrix. `(1, 1)` prunes single weights.
+        block_pooling_type: "AVG" or "MAX": how a block's magnitude is measured.
+        sparsity_m_by_n: None, or `(m, n)`: `m` zeros in every `n` consecutive
+            input weights of each output (e.g. `(2, 4)`). The schedule then
+            only decides when masks are updated. Dense and Conv1D/2D/3D only.
+        **kwargs: Base layer arguments (`name`, ...).
+
+    Raises:
+        ValueError: for a layer that cannot be pruned, or bad arguments.
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(
+                "PruneLowMagnitude wraps a keras.layers.Layer. Received: "
+                f"layer={layer!r} of type {type(layer).__name__}"
+            )
+        if not _kernels.is_supported(layer, OPT_IN_METHOD):
+            raise ValueError(_kernels.unsupported_message(layer, OPT_IN_METHOD, "pruning"))
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, begin_step=0)
+        if not isinstance(pruning_schedule, PruningSchedule):
+            raise ValueError(
+                "pruning_schedule must be a PruningSchedule (e.g. ConstantSparsity, "
+                f"PolynomialDecay). Received: pruning_schedule={pruning_schedule!r}"
+            )
+        self.pruning_schedule = pruning_schedule
+        self.block_size = _check_block_size(block_size)
+        self.block_pooling_type = check_one_of(
+            "block_pooling_type", block_pooling_type, ("AVG", "MAX")
+        )
+        self.sparsity_m_by_n = _check_m_by_n(sparsity_m_by_n)
+        if self.sparsity_m_by_n and self.block_size != (1, 1):
+            raise ValueError(
+                "sparsity_m_by_n and block_size cannot be combined. Received: "
+                f"sparsity_m_by_n={sparsity_m_by_n!r}, block_size={block_size!r}"
+            )
+        if self.sparsity_m_by_n and not isinstance(layer, _M_BY_N_LAYERS):
+            raise ValueError(
+                f"sparsity_m_by_n applies to Dense and Conv1D/2D/3D kernels; layer "
+                f"'{layer.name}' is a {type(layer).__name__}. Received: "
+                f"sparsity_m_by_n={sparsity_m_by_n!r}"
+            )
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        for weight in self.prunable_weights:
+            self._check_weight_shape(weight)
+        self.masks = [
+            state_variable(self, f"mask_{i}", tuple(w.shape), "ones", dtype=w.dtype)
+            for i, w in enumerate(self.prunable_weights)
+        ]
+        state_variable(self, "pruning_step", (), -1, dtype="int64")
+        self.built = True
+
+    @property
+    def prunable_weights(self):
+        """The inner layer's variables this wrapper masks."""
+        # Looked up, not stored: an attribute would make Keras track (and save)
+        # the inner layer's variables a second time under the wrapper.
+        return _kernels.compressible_weights(self.layer, OPT_IN_METHOD)
+
+    def _check_weight_shape(self, weight):
+        if self.sparsity_m_by_n:
+            m, n = self.sparsity_m_by_n
+            inputs = weight.shape[-2] if len(weight.shape) >= 2 else None
+            if inputs is None or inputs % n:
+                raise ValueError(
+                    f"Layer '{self.layer.name}' cannot take {m}:{n} sparsity: its "
+                    f"weight '{weight.name}' of shape {tuple(weight.shape)} has "
+                    f"{inputs} input channels, not a multiple of {n}."
+                )
+        if self.block_size != (1, 1) and len(weight.shape) < 2:
+            raise ValueError(
+                f"block_size={self.block_size} needs weights of rank >= 2; layer "
+                f"'{self.layer.name}' has weight '{weight.name}' of shape "
+                f"{tuple(weight.shape)}."
+            )
+
+    def call(self, inputs, training=None, **kwargs):
+        if training:
+            self._advance_step()
+        masked = [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
+        return call_with_weights(self.layer, masked, inputs, training=training, **kwargs)
+
+    def _advance_step(self):
+        step = self.pruning_step + 1
+        self.pruning_step.assign(step)
+        should_prune, sparsity = self.pruning_schedule(step)
+
+        def update_masks():
+            for weight, mask in zip(self.prunable_weights, self.masks):
+                mask.assign(self._new_mask(weight * mask, sparsity))
+            return ops.zeros(())
+
+        ops.cond(should_prune, update_masks, lambda: ops.zeros(()))
+
+    def _new_mask(self, weight, sparsity):
+        if self.sparsity_m_by_n:
+            return masks.m_by_n_mask(weight, *self.sparsity_m_by_n)
+        if self.block_size != (1, 1):
+            return masks.block_mask(weight, sparsity, self.block_size, self.block_pooling_type)
+        return masks.magnitude_mask(weight, sparsity)
+
+    def sparsity(self):
+        """Fraction of zeros over this layer's prunable weights (a float)."""
+        zeros = sum(float(ops.sum(1.0 - ops.cast(m, "float32"))) for m in self.masks)
+        total = sum(int(ops.size(m)) for m in self.masks)
+        return zeros / total if total else 0.0
+
+    def stripped_layer(self):
+        """Writes `weight * mask` into the inner layer's weights and returns it."""
+        for weight, mask in zip(self.prunable_weights, self.masks):
+            weight.assign(weight * mask)
+        return self.layer
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
+                "block_size": self.block_size,
+                "block_pooling_type": self.block_pooling_type,
+                "sparsity_m_by_n": self.sparsity_m_by_n,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        config["pruning_schedule"] = keras.saving.deserialize_keras_object(
+            config["pruning_schedule"]
+        )
+        return cls(**config)
+
+
+def _check_block_size(block_size):
+    ok = (
+        isinstance(block_size, (tuple, list))
+        and len(block_size) == 2
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in block_size)
+    )
+    if not ok:
+        raise ValueError(
+            "block_size must be a pair of integers >= 1. "
+            f"Received: block_size={block_size!r}"
+        )
+    return tuple(block_size)
+
+
+def _check_m_by_n(m_by_n):
+    if m_by_n is None:
+        return None
+    if not isinstance(m_by_n, (tuple, list)) or len(m_by_n) != 2:
+        raise ValueError(
+            "sparsity_m_by_n must be None or a pair (m, n) with 0 < m < n. "
+            f"Received: sparsity_m_by_n={m_by_n!r}"
+        )
+    m, n = (check_int("sparsity_m_by_n", v, minimum=1) for v in m_by_n)
+    if m >= n:
+        raise ValueError(
+            "sparsity_m_by_n must be a pair (m, n) with 0 < m < n. "
+            f"Received: sparsity_m_by_n={m_by_n!r}"
+        )
+    return (m, n)
