@@ -67,6 +67,7 @@ class PruningSummaries(keras.callbacks.Callback):
 
     Raises:
         ValueError: for an `update_freq` that is neither "epoch" nor an int >= 1.
+        ImportError: for a `log_dir` when the tensorboard package is missing.
 
     Example:
 
@@ -84,6 +85,8 @@ class PruningSummaries(keras.callbacks.Callback):
                 'update_freq must be "epoch" or an integer >= 1. '
                 f"Received: update_freq={update_freq!r}"
             )
+        if log_dir is not None:
+            _require_tensorboard()
         self.log_dir = log_dir
         self.update_freq = update_freq
         self._writer = None
@@ -123,3 +126,14 @@ class PruningSummaries(keras.callbacks.Callback):
         with self._writer.as_default():
             for name, value in figures.items():
                 tf.summary.scalar(name, value, step=step)
+
+
+def _require_tensorboard():
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "PruningSummaries(log_dir=...) writes TensorBoard event files and needs "
+            "the tensorboard package: pip install tensorboard (or tfcompress[tensorboard]). "
+            "Pass log_dir=None to only put the figures into the fit logs."
+        )

@@ -127,11 +127,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"{tuple(weight.shape)}."
             )
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
         if training:
             self._advance_step()
         masked = [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
-        return call_with_weights(self.layer, masked, inputs, training=training, **kwargs)
+        return call_with_weights(self.layer, masked, inputs, *args, training=training, **kwargs)
 
     def _advance_step(self):
         step = self.pruning_step + 1
@@ -163,9 +163,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for weight, mask in zip(self.prunable_weights, self.masks):
             weight.assign(weight * mask)
         return self.layer
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
         config = super().get_config()
