@@ -87,7 +87,7 @@ def headline_schedules(steps):
 
     Dense 256 holds 93% of the weights and tolerates 95% sparsity; the first
     conv has 288 weights and sees raw pixels, so it is pruned lightly. Overall
-    the model ends just over 90% sparse.
+    the model ends about 94% sparse.
 
     Args:
         steps: Training steps over which sparsity ramps up.

@@ -1,0 +1,138 @@
+"""The `tfcompress` command: convert -> inspect -> bench, the demo's pieces, and bad input."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import compile_for_digits, make_cnn
+
+from tfcompress import cli, demo, lite
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from tfcompress.datasets import load_digits
+
+    (x, y), _ = load_digits()
+    keras.utils.set_random_seed(0)
+    model = compile_for_digits(make_cnn())
+    model.fit(x[:512], y[:512], epochs=1, batch_size=64, verbose=0)
+    folder = tmp_path_factory.mktemp("cli")
+    path = str(folder / "model.keras")
+    model.save(path)
+    calibration = str(folder / "calibration.npy")
+    np.save(calibration, x[:64])
+    return path, calibration, folder
+
+
+def run(capsys, *argv):
+    status = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_convert_int8_then_inspect_then_bench(saved_model, capsys):
+    model_path, calibration, folder = saved_model
+    out = str(folder / "model_int8.tflite")
+    status, stdout, _ = run(
+        capsys, "convert", model_path, "-o", out, "--quantization", "int8", "--calibration", calibration
+    )
+    assert status == 0 and os.path.isfile(out)
+    assert f"wrote {out}" in stdout and "int8" in stdout
+
+    status, stdout, _ = run(capsys, "inspect", out)
+    assert status == 0
+    assert "int8" in stdout
+    kernel_rows = [line for line in stdout.splitlines() if "int8" in line]
+    assert len(kernel_rows) >= 4  # two conv kernels and two dense kernels at least
+
+    status, stdout, _ = run(capsys, "bench", out, "--threads", "1", "--runs", "20")
+    assert status == 0
+    assert "median" in stdout and "p90" in stdout and "20 runs" in stdout
+
+
+def test_convert_float16_is_about_half_of_float32(saved_model, capsys):
+    model_path, _, folder = saved_model
+    sizes = {}
+    for mode in ("float32", "float16"):
+        out = str(folder / f"model_{mode}.tflite")
+        assert run(capsys, "convert", model_path, "-o", out, "--quantization", mode)[0] == 0
+        sizes[mode] = os.path.getsize(out)
+    assert 0.4 < sizes["float16"] / sizes["float32"] < 0.6
+
+
+def test_inspect_a_keras_file(saved_model, capsys):
+    status, stdout, _ = run(capsys, "inspect", saved_model[0])
+    assert status == 0
+    assert "float32" in stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["convert", "missing.keras", "-o", "x.tflite"], "no such file: missing.keras"),
+        (["inspect", "missing.tflite"], "no such file: missing.tflite"),
+        (["bench", "missing.tflite"], "no such file: missing.tflite"),
+    ],
+)
+def test_missing_files_give_one_line_and_status_2(argv, message, capsys):
+    status, _, stderr = run(capsys, *argv)
+    assert status == 2
+    assert stderr.strip().count("\n") == 0
+    assert message in stderr
+
+
+def test_unknown_mode_and_wrong_calibration_shape(saved_model, capsys, tmp_path):
+    model_path, _, _ = saved_model
+    status, _, stderr = run(capsys, "convert", model_path, "-o", str(tmp_path / "a.tflite"), "--quantization", "int4")
+    assert status == 2 and "--quantization must be one of float32, float16, dynamic, int8" in stderr
+    assert "'int4'" in stderr
+
+    wrong = str(tmp_path / "wrong.npy")
+    np.save(wrong, np.zeros((10, 28, 28, 1), "float32"))
+    status, _, stderr = run(
+        capsys, "convert", model_path, "-o", str(tmp_path / "b.tflite"), "--quantization", "int8", "--calibration", wrong
+    )
+    assert status == 2
+    assert stderr.strip().count("\n") == 0
+    assert "(28, 28, 1)" in stderr and "(8, 8, 1)" in stderr
+    assert not os.path.exists(tmp_path / "b.tflite")
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tfcompress", "bench", str(tmp_path / "nope.tflite")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "tfcompress bench: error: no such file" in result.stderr
+
+
+def test_demo_table_and_plot(tmp_path):
+    variants = [
+        demo.Variant("float32", 0.98, 0.98, 100_000, 90_000, 0.05),
+        demo.Variant("tiny", 0.97, 0.965, 30_000, 3_000, 0.02),
+    ]
+    table = demo.render_table(variants)
+    assert "| tiny | 97.00% | 96.50% | 29.3 KiB | 2.9 KiB | 30.0x smaller | 0.020 ms |" in table
+    demo.write_report(variants, str(tmp_path / "report.md"), elapsed=12.0)
+    assert "30.0x smaller" in (tmp_path / "report.md").read_text()
+    demo.plot_tradeoff(variants, str(tmp_path / "tradeoff.png"))
+    assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_schedules_name_real_layers():
+    model = demo.demo_cnn()
+    names = {layer.name for layer in model.layers}
+    assert set(demo.headline_schedules(100)) <= names
+    assert set(demo.HEADLINE_CLUSTERS) <= names
+    weights = {l.name: int(np.prod(l.kernel.shape)) for l in model.layers if l.weights}
+    zeros = sum(weights[n] * float(s(100)[1]) for n, s in demo.headline_schedules(100).items())
+    assert 0.90 <= zeros / sum(weights.values()) <= 0.95  # "prune ~90%", allocated per layer
