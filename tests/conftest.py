@@ -26,6 +26,20 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One two-replica MirroredStrategy shared by the whole session.
+
+    Each new strategy numbers its collective ops from the same start, so a
+    second strategy in one process can collide with the first one's
+    all-reduces ("Shape mismatch in the collective instance"). Users create
+    one strategy per program; the tests do the same.
+    """
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
 def digits():
     """((x_train, y_train), (x_test, y_test)) of the bundled digits."""
     return datasets.load_digits()

@@ -5,7 +5,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import accuracy, compile_for_digits, make_cnn, make_mobile_block
 
 import tfcompress
@@ -375,9 +374,9 @@ def test_two_by_four_sparsity_after_fit(digits):
     assert np.all((dense.reshape(64, 4, 32) == 0).sum(axis=1) >= 2)
 
 
-def test_mirrored_strategy_two_replicas(digits):
+def test_mirrored_strategy_two_replicas(digits, mirrored_strategy):
     (x, y), _ = digits
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = make_cnn(8, 8, 16)

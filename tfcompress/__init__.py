@@ -17,6 +17,20 @@ from tfcompress.pruning import (
     prune_low_magnitude,
     strip_pruning,
 )
+from tfcompress import clustering, report
+from tfcompress.clustering import ClusterWeights, cluster_weights, strip_clustering
+from tfcompress.report import CompressionReport, CompressionSummaries, summarize
+from tfcompress import distillation
+from tfcompress.distillation import Distiller
+from tfcompress import lite, quantization
+from tfcompress.quantization import (
+    QuantizeConfig,
+    QuantizeWrapper,
+    quantize_annotate_layer,
+    quantize_annotate_model,
+    quantize_apply,
+    quantize_model,
+)
 
 __all__ = [
     "__version__",
@@ -31,4 +45,26 @@ __all__ = [
     "UpdatePruningStep",
     "prune_low_magnitude",
     "strip_pruning",
+    # clustering
+    "clustering",
+    "ClusterWeights",
+    "cluster_weights",
+    "strip_clustering",
+    # report
+    "report",
+    "CompressionReport",
+    "CompressionSummaries",
+    "summarize",
+    # distillation
+    "distillation",
+    "Distiller",
+    # quantization and export
+    "quantization",
+    "lite",
+    "QuantizeConfig",
+    "QuantizeWrapper",
+    "quantize_annotate_layer",
+    "quantize_annotate_model",
+    "quantize_apply",
+    "quantize_model",
 ]

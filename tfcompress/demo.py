@@ -95,7 +95,7 @@ def headline_schedules(steps):
     Returns:
         `{layer_name: PolynomialDecay}` for `prune_low_magnitude`.
     """
-    targets = {"conv1": 0.5, "conv2": 0.8, "fc1": 0.95, "logits": 0.7}
+    targets = {"conv1": 0.5, "conv2": 0.85, "fc1": 0.95, "logits": 0.8}
     return {
         name: tfcompress.PolynomialDecay(0.0, target, begin_step=0, end_step=steps, frequency=10)
         for name, target in targets.items()

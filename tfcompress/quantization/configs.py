@@ -1,0 +1,259 @@
+"""How each layer is quantized: `QuantizeConfig` and the per-layer defaults table.
+
+The table is matched with `isinstance`, so subclasses of a listed layer are
+covered. It mirrors what the TFLite converter does with each op, so that the
+fake-quant ops of the QAT model sit exactly on the tensors TFLite stores in
+int8:
+
+* layers with weights (Dense, convolutions): weights fake-quantized, output
+  fake-quantized after the fused activation (ReLU / ReLU6);
+* ops that compute new values (Add, Concatenate, activations, ...): output
+  fake-quantized;
+* ops that only move or select values (pooling, Reshape, Flatten, Dropout,
+  padding, ...): nothing, they keep their input's int8 scale in TFLite.
+"""
+
+import keras
+
+from tfcompress.quantization.folding import FoldedBatchNormalization
+from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+
+L = keras.layers
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeConfig:
+    """Which weights and which output of a layer to fake-quantize.
+
+    A custom layer declares its quantization by passing a `QuantizeConfig` to
+    `quantize_annotate_layer` (or by defining a `get_quantize_config()` method
+    returning one).
+
+    Args:
+        weights: Dict mapping an attribute name of a layer weight (e.g.
+            `"kernel"`) to a `WeightQuantizer`. A list of names means
+            per-tensor symmetric int8 for each.
+        quantize_output: Whether to fake-quantize the layer output. False with
+            no weights means the layer passes its input's quantization through
+            (pooling, reshapes).
+        output_quantizer: `ActivationQuantizer` for the output; default: moving
+            average range.
+
+    Example:
+
+    >>> config = QuantizeConfig(weights={"kernel": WeightQuantizer((-1,))})
+    >>> sorted(config.weights)
+    ['kernel']
+    """
+
+    def __init__(self, weights=None, quantize_output=True, output_quantizer=None):
+        if weights is None:
+            weights = {}
+        if isinstance(weights, (list, tuple)):
+            weights = {name: WeightQuantizer() for name in weights}
+        if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, WeightQuantizer) for k, v in weights.items()
+        ):
+            raise ValueError(
+                "weights must be a dict {attribute name: WeightQuantizer} or a list of "
+                f"attribute names. Received: weights={weights!r}"
+            )
+        if output_quantizer is not None and not isinstance(output_quantizer, ActivationQuantizer):
+            raise ValueError(
+                "output_quantizer must be an ActivationQuantizer or None. "
+                f"Received: output_quantizer={output_quantizer!r}"
+            )
+        self.weights = dict(weights)
+        self.quantize_output = bool(quantize_output)
+        self.output_quantizer = output_quantizer or ActivationQuantizer()
+
+    @property
+    def is_passthrough(self):
+        """True if the layer only moves values (no weights, no output quantizer)."""
+        return not self.weights and not self.quantize_output
+
+    def get_config(self):
+        return {
+            "weights": {
+                k: keras.saving.serialize_keras_object(v) for k, v in self.weights.items()
+            },
+            "quantize_output": self.quantize_output,
+            "output_quantizer": keras.saving.serialize_keras_object(self.output_quantizer),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["weights"] = {
+            k: keras.saving.deserialize_keras_object(v) for k, v in config["weights"].items()
+        }
+        config["output_quantizer"] = keras.saving.deserialize_keras_object(
+            config["output_quantizer"]
+        )
+        return cls(**config)
+
+    def __repr__(self):
+        return (
+            f"QuantizeConfig(weights={self.weights}, quantize_output={self.quantize_output}, "
+            f"output_quantizer={self.output_quantizer})"
+        )
+
+
+# Activations TFLite fuses into the preceding conv / fully-connected op.
+FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
+
+# Output ranges TFLite fixes for int8 (scale 1/256, zero point -128 and 1/128, 0).
+_FIXED_RANGES = {
+    "softmax": (0.0, 255.0 / 256.0),
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "hard_sigmoid": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+
+PASSTHROUGH_LAYERS = (
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.MaxPooling3D,
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.AveragePooling3D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.GlobalMaxPooling3D,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalAveragePooling3D,
+    L.Reshape,
+    L.Flatten,
+    L.Permute,
+    L.RepeatVector,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.SpatialDropout3D,
+    L.GaussianNoise,
+    L.GaussianDropout,
+    L.AlphaDropout,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.ZeroPadding3D,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.Cropping3D,
+    L.UpSampling1D,
+    L.UpSampling2D,
+    L.Identity,
+    FoldedBatchNormalization,
+    L.InputLayer,
+    L.ActivityRegularization,
+)
+
+OUTPUT_ONLY_LAYERS = (
+    L.Add,
+    L.Subtract,
+    L.Multiply,
+    L.Average,
+    L.Maximum,
+    L.Minimum,
+    L.Concatenate,
+    L.ReLU,
+    L.LeakyReLU,
+    L.ELU,
+    L.Softmax,
+    L.Activation,
+    L.Rescaling,
+    L.Normalization,  # constant mean / variance: SUB + MUL in TFLite
+)
+
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
+
+SUPPORTED_LAYER_NAMES = tuple(
+    cls.__name__
+    for cls in (L.Dense,) + _CONV + _DEPTHWISE + _TRANSPOSED + (L.SeparableConv1D, L.SeparableConv2D)
+    + (L.BatchNormalization,) + OUTPUT_ONLY_LAYERS + PASSTHROUGH_LAYERS
+    if cls not in (L.InputLayer, FoldedBatchNormalization)
+)
+
+
+def activation_name(fn):
+    """The registered name of an activation function (None if not a Keras one)."""
+    if fn is None:
+        return "linear"
+    try:
+        name = keras.activations.serialize(fn)
+    except Exception:  # a custom callable
+        return None
+    return name if isinstance(name, str) else None
+
+
+def fixed_range_for(name):
+    """The TFLite-fixed output range of an activation, or None."""
+    return _FIXED_RANGES.get(name)
+
+
+def default_quantize_config(layer):
+    """The `QuantizeConfig` TFLite implies for `layer`, or None if unsupported.
+
+    Args:
+        layer: A Keras layer.
+
+    Returns:
+        A `QuantizeConfig`, or None for a layer the table does not know.
+    """
+    custom = getattr(layer, "get_quantize_config", None)
+    if callable(custom):
+        return custom()
+    if isinstance(layer, PASSTHROUGH_LAYERS):
+        return QuantizeConfig(quantize_output=False)
+    if isinstance(layer, L.Dense):
+        # TFLite's QAT path quantizes FULLY_CONNECTED weights per tensor: the
+        # converter transposes the kernel, which a per-channel range cannot follow.
+        return QuantizeConfig(weights={"kernel": WeightQuantizer()})
+    if isinstance(layer, (L.Conv1D, L.DepthwiseConv1D, L.SeparableConv1D)) and not isinstance(
+        layer, _TRANSPOSED
+    ):
+        # TFLite runs 1-D convolutions as 2-D ones on an expanded kernel, and
+        # a per-channel range does not follow the expanded axis: per tensor.
+        names = ("depthwise_kernel", "pointwise_kernel") if isinstance(
+            layer, L.SeparableConv1D
+        ) else ("kernel",)
+        return QuantizeConfig(weights={name: WeightQuantizer() for name in names})
+    if isinstance(layer, L.SeparableConv2D):
+        return QuantizeConfig(
+            weights={
+                "depthwise_kernel": WeightQuantizer((-2, -1)),
+                "pointwise_kernel": WeightQuantizer((-1,)),
+            }
+        )
+    if isinstance(layer, _DEPTHWISE):
+        return QuantizeConfig(weights={"kernel": WeightQuantizer((-2, -1))})
+    if isinstance(layer, _TRANSPOSED):
+        # Output channels are axis -2 of a transposed kernel, which TFLite's
+        # per-channel FakeQuant (last axis) cannot express: per tensor.
+        return QuantizeConfig(weights={"kernel": WeightQuantizer()})
+    if isinstance(layer, _CONV):
+        return QuantizeConfig(weights={"kernel": WeightQuantizer((-1,))})
+    if isinstance(layer, L.BatchNormalization):
+        # A BatchNormalization not folded into a conv runs as MUL + ADD.
+        return QuantizeConfig()
+    if isinstance(layer, OUTPUT_ONLY_LAYERS):
+        fixed = None
+        if isinstance(layer, L.Softmax):
+            fixed = fixed_range_for("softmax")
+        elif isinstance(layer, L.Activation):
+            fixed = fixed_range_for(activation_name(layer.activation))
+        quantizer = ActivationQuantizer(fixed_range=fixed) if fixed else None
+        return QuantizeConfig(output_quantizer=quantizer)
+    return None
+
+
+def is_fusable_activation_layer(layer):
+    """True for a ReLU / ReLU6 layer that TFLite fuses into the preceding op."""
+    if isinstance(layer, L.ReLU):
+        plain = float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
+        return plain and layer.max_value in (None, 6.0, 6)
+    if isinstance(layer, L.Activation):
+        return activation_name(layer.activation) in ("relu", "relu6")
+    return False
