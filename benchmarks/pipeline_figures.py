@@ -14,7 +14,6 @@ to `--out`.
 import argparse
 import gzip
 import json
-import math
 import os
 import time
 
@@ -25,35 +24,7 @@ import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402
 from tfcompress import datasets, lite  # noqa: E402
-from tfcompress.quantization import quantize_model  # noqa: E402
-
-BATCH = 32
-
-
-def demo_cnn():
-    """The demo CNN (names given so per-layer settings can refer to them)."""
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(2, name="pool"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(256, activation="relu", name="dense"),
-            keras.layers.Dense(10, name="logits"),
-        ],
-        name="digits_cnn",
-    )
-
-
-def compile_model(model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
+from tfcompress import demo  # noqa: E402
 
 def keras_accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y))
@@ -73,8 +44,8 @@ def main():
     parser.add_argument("--qat-epochs", type=int, default=4)
     # Sparsity per layer: Dense 256 holds 93% of the weights and tolerates
     # the most; the first conv has 288 weights and is the most sensitive.
-    parser.add_argument("--sparsity", default="conv1=0.5,conv2=0.85,dense=0.95,logits=0.8")
-    parser.add_argument("--clusters", default="conv1=16,conv2=16,dense=8,logits=16")
+    parser.add_argument("--sparsity", default=_spec(demo.HEADLINE_SPARSITY))
+    parser.add_argument("--clusters", default=_spec(demo.HEADLINE_CLUSTERS))
     parser.add_argument("--uniform", action="store_true", help="90%% everywhere, 16 clusters")
     args = parser.parse_args()
 
@@ -82,7 +53,7 @@ def main():
         return {k: cast(v) for k, v in (item.split("=") for item in spec.split(","))}
 
     if args.uniform:
-        sparsity = dict.fromkeys(["conv1", "conv2", "dense", "logits"], 0.9)
+        sparsity = dict.fromkeys(demo.HEADLINE_SPARSITY, 0.9)
         clusters = 16
     else:
         sparsity = parse(args.sparsity, float)
@@ -91,7 +62,6 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     (x, y), (x_test, y_test) = datasets.load_digits()
-    steps = math.ceil(len(x) / BATCH)
     rows, started = [], time.time()
 
     def record(stage, model, flatbuffer=None):
@@ -105,39 +75,17 @@ def main():
         rows.append(row)
         print(f"[{time.time() - started:6.0f}s] {stage}: {row}", flush=True)
 
-    # 1. Float baseline.
-    model = compile_model(demo_cnn(), 1e-3)
-    model.fit(x, y, epochs=args.float_epochs, batch_size=BATCH, verbose=0)
-    float_tflite = lite.convert(model)
-    record("float32", model, float_tflite)
-
-    # 2. Prune, sparsity ramped with PolynomialDecay over 2/3 of the epochs.
-    end = steps * max(1, (2 * args.prune_epochs) // 3)
-    schedules = {
-        name: tfcompress.PolynomialDecay(0.0, s, begin_step=0, end_step=end, frequency=steps // 2)
-        for name, s in sparsity.items()
-    }
-    pruned = compile_model(tfcompress.prune_low_magnitude(model, pruning_schedule=schedules), 5e-4)
-    pruned.fit(x, y, epochs=args.prune_epochs, batch_size=BATCH, verbose=0)
-    pruned = tfcompress.strip_pruning(pruned)
-    record("pruned", pruned)
-
-    # 3. Cluster the non-zero weights.
-    clustered = compile_model(
-        tfcompress.cluster_weights(pruned, clusters, preserve_sparsity=True), 3e-4
-    )
-    clustered.fit(x, y, epochs=args.cluster_epochs, batch_size=BATCH, verbose=0)
-    clustered = tfcompress.strip_clustering(clustered)
-    record("pruned+clustered", clustered)
-
-    # 4. QAT keeping zeros and clusters, then the int8 file.
-    qat = compile_model(quantize_model(clustered, preserve_sparsity=True), 1e-4)
-    qat.fit(x, y, epochs=args.qat_epochs, batch_size=BATCH, verbose=0)
+    model = demo.compile_classifier(demo.demo_cnn())
+    model.fit(x, y, epochs=args.float_epochs, batch_size=demo.BATCH_SIZE, verbose=0)
+    record("float32", model, lite.convert(model))
+    epochs = {"prune": args.prune_epochs, "cluster": args.cluster_epochs, "qat": args.qat_epochs}
+    qat, stages = demo.train_pipeline(model, x, y, epochs, sparsity, clusters, verbose=0)
+    record("pruned", stages["pruned"])
+    record("pruned+clustered", stages["clustered"])
     final = lite.convert(
         qat, quantization="int8", output_path=os.path.join(args.out, "pipeline_int8.tflite")
     )
     record("pruned+clustered+QAT int8", qat, final)
-
     report = tfcompress.summarize(final)
     print(report)
     base, last = rows[0], rows[-1]
@@ -164,6 +112,10 @@ def main():
         f"{figures['ratio_vs_gzipped_float_tflite']:.1f}x vs the gzipped float32 .tflite; "
         f"accuracy lost {figures['accuracy_drop_points_tflite']:+.2f} pt"
     )
+
+
+def _spec(setting):
+    return ",".join(f"{name}={value}" for name, value in setting.items())
 
 
 if __name__ == "__main__":

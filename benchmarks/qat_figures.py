@@ -18,21 +18,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfcompress import datasets, lite  # noqa: E402
+from tfcompress.demo import demo_cnn  # noqa: E402
 from tfcompress.quantization import quantize_model  # noqa: E402
-
-
-def make_demo_cnn(conv1=32, conv2=64, dense=256):
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(conv1, 3, padding="same", activation="relu"),
-            keras.layers.Conv2D(conv2, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(dense, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
 
 
 def compile_model(model, learning_rate, jit_compile="auto"):
@@ -84,7 +71,7 @@ def main():
 
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = datasets.load_digits()
-    model = compile_model(make_demo_cnn(), 1e-3)
+    model = compile_model(demo_cnn(), 1e-3)
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
 
     qat = compile_model(quantize_model(model), 1e-4)
@@ -115,7 +102,7 @@ def main():
     # Keras' default compile (no XLA on CPU) and with jit_compile=True.
     steps = {}
     for jit in ("auto", True):
-        plain = compile_model(make_demo_cnn(), 1e-4, jit)
+        plain = compile_model(demo_cnn(), 1e-4, jit)
         plain.set_weights(model.get_weights())
         qat_timed = compile_model(quantize_model(model), 1e-4, jit)
         steps[jit] = step_seconds([plain, qat_timed], x_train, y_train, args.timing_rounds, 32)

@@ -53,41 +53,18 @@ def median_step_times(models, x, y, rounds=5, batch_size=32, steps=40):
     return {name: statistics.median(timer.times) for name, timer in timers.items()}
 
 
-def demo_cnn():
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.Conv2D(64, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(256, activation="relu"),
-            layers.Dense(10),
-        ]
-    )
-
-
-def compiled(model):
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
 def main():
     import tfcompress
+    from tfcompress.demo import compile_classifier, demo_cnn
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     (x, y), _ = tfcompress.datasets.load_digits()
     keras.utils.set_random_seed(0)
-    plain = compiled(demo_cnn())
+    plain = compile_classifier(demo_cnn())
     schedule = tfcompress.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=400, frequency=100)
-    pruned = compiled(tfcompress.prune_low_magnitude(plain, schedule))
+    pruned = compile_classifier(tfcompress.prune_low_magnitude(plain, schedule))
     times = median_step_times({"plain": plain, "pruned": pruned}, x, y, rounds=args.rounds)
     for name, seconds in times.items():
         print(f"{name:>8}: {seconds * 1e3:.2f} ms/step")

@@ -121,18 +121,19 @@ def test_demo_table_and_plot(tmp_path):
         demo.Variant("tiny", 0.97, 0.965, 30_000, 3_000, 0.02),
     ]
     table = demo.render_table(variants)
-    assert "| tiny | 97.00% | 96.50% | 29.3 KiB | 2.9 KiB | 30.0x smaller | 0.020 ms |" in table
+    assert "| tiny | 97.00% | 96.50% | 29.3 KiB | 2.9 KiB | 33.3x | 0.020 ms |" in table
+    assert "| float32 | 98.00% | 98.00% | 97.7 KiB | 87.9 KiB | 1.1x | 0.050 ms |" in table
     demo.write_report(variants, str(tmp_path / "report.md"), elapsed=12.0)
-    assert "30.0x smaller" in (tmp_path / "report.md").read_text()
+    assert "33.3x" in (tmp_path / "report.md").read_text()
     demo.plot_tradeoff(variants, str(tmp_path / "tradeoff.png"))
     assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_schedules_name_real_layers():
+def test_demo_pipeline_settings_name_real_layers():
     model = demo.demo_cnn()
     names = {layer.name for layer in model.layers}
-    assert set(demo.headline_schedules(100)) <= names
+    assert set(demo.HEADLINE_SPARSITY) <= names
     assert set(demo.HEADLINE_CLUSTERS) <= names
     weights = {l.name: int(np.prod(l.kernel.shape)) for l in model.layers if l.weights}
-    zeros = sum(weights[n] * float(s(100)[1]) for n, s in demo.headline_schedules(100).items())
+    zeros = sum(weights[name] * target for name, target in demo.HEADLINE_SPARSITY.items())
     assert 0.90 <= zeros / sum(weights.values()) <= 0.95  # "prune ~90%", allocated per layer

@@ -103,6 +103,24 @@ def strip_wrappers(model, wrapper_types):
     )
 
 
+def wrapper_from_config(cls, config, serialized_args=()):
+    """Rebuilds a wrapper from `get_config()`: the inner layer and `serialized_args`.
+
+    Args:
+        cls: The wrapper class.
+        config: Its config; "layer" and each of `serialized_args` hold
+            `keras.saving.serialize_keras_object` output.
+        serialized_args: Names of other arguments stored serialized.
+
+    Returns:
+        The new wrapper.
+    """
+    config = dict(config)
+    for key in ("layer",) + tuple(serialized_args):
+        config[key] = keras.saving.deserialize_keras_object(config[key])
+    return cls(**config)
+
+
 def _map_graph_model(model, fn):
     if not model.built or not model.inputs:
         raise ValueError(

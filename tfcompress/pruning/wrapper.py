@@ -5,6 +5,7 @@ from keras import ops
 
 from tfcompress import _kernels
 from tfcompress._checks import check_int, check_one_of
+from tfcompress._rewrite import wrapper_from_config
 from tfcompress._state import call_with_weights, state_variable
 from tfcompress.pruning import masks
 from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
@@ -178,12 +179,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        config["pruning_schedule"] = keras.saving.deserialize_keras_object(
-            config["pruning_schedule"]
-        )
-        return cls(**config)
+        return wrapper_from_config(cls, config, ("pruning_schedule",))
 
 
 def _check_block_size(block_size):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcompress._rewrite import wrapper_from_config
 from tfcompress._state import call_with_weights
 from tfcompress.quantization.configs import (
     FUSABLE_ACTIVATIONS,
@@ -76,12 +77,7 @@ class QuantizeAnnotate(keras.layers.Wrapper):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        config["quantize_config"] = keras.saving.deserialize_keras_object(
-            config["quantize_config"]
-        )
-        return cls(**config)
+        return wrapper_from_config(cls, config, ("quantize_config",))
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -324,12 +320,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
-        config["quantize_config"] = keras.saving.deserialize_keras_object(
-            config["quantize_config"]
-        )
-        return cls(**config)
+        return wrapper_from_config(cls, config, ("quantize_config",))
 
 
 def count_clusters(value, preserve_clusters):

@@ -1,0 +1,273 @@
+"""The tfmot side of `benchmarks/compare.py`, run in its own process.
+
+tensorflow-model-optimization (tfmot) only accepts `tf_keras` models, and
+importing it switches the process to legacy Keras, so `compare.py` runs this
+script in a subprocess with `TF_USE_LEGACY_KERAS=1` and never imports tfmot
+itself. Do not import tfcompress here either (it imports Keras 3).
+
+    TF_USE_LEGACY_KERAS=1 python benchmarks/_tfmot_baseline.py WORKDIR
+
+`WORKDIR` holds what `compare.py` wrote: `config.json` (epochs, batch size,
+learning rates, schedules), `data.npz` (the digits split) and
+`float_weights.npz` (the trained float CNN, so both sides compress the very
+same model). This script writes there the `.tflite` files of each pipeline and
+`tfmot_results.json` (Keras accuracy of each stage, median training-step
+times measured side by side with plain `fit`, versions); `compare.py` evaluates
+and times every `.tflite` itself, so all files are measured alike.
+"""
+
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+# tfmot's clustering wrappers make tf_keras warn that the original kernels get
+# no gradients (expected: the centroids train instead); keep the log readable.
+tf.get_logger().setLevel("ERROR")
+warnings.filterwarnings("ignore")
+
+
+def log(message):
+    print(f"[tfmot] {message}", file=sys.stderr, flush=True)
+
+
+def demo_cnn():
+    """The demo CNN, layer for layer the one `compare.py` builds in Keras 3."""
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(256, activation="relu", name="dense"),
+            layers.Dense(10, name="logits"),
+        ],
+        name="digits_cnn",
+    )
+
+
+def compiled(model, learning_rate):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y))
+
+
+def step_time_ratios(models, x, y, steps, batch_size, warmup=5):
+    """Training-step time of each model relative to `models["plain"]`.
+
+    Each model is warmed up with a one-batch `fit` (builds the optimizer and
+    the compiled train function), then the models take turns one training
+    step at a time, calling the same compiled train function `fit` calls, on
+    their own iterator over the same data, the order rotating each step. A
+    burst of load from other processes thus hits all of them alike; the first
+    `warmup` turns are dropped. The ratio is the median over steps of a
+    model's step time divided by plain's at the same turn.
+
+    Args:
+        models: Dict name -> `(compiled model, callbacks)`; the callbacks'
+            `on_train_batch_begin` runs inside the timed step, as in `fit`; one is named "plain".
+        x, y: Training data (cycled through in batches).
+        steps: Timed steps per model.
+        batch_size: Batch size.
+        warmup: Untimed turns first.
+
+    Returns:
+        `(seconds, ratios)`: dicts name -> median seconds per step and
+        name -> median per-step ratio to "plain".
+    """
+    names = list(models)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch_size, drop_remainder=True)
+    runners = {}
+    for name in names:
+        model, callbacks = models[name]
+        model.fit(x[:batch_size], y[:batch_size], batch_size=batch_size, verbose=0, callbacks=callbacks)
+        model.make_train_function()
+        runners[name] = (model.train_function, iter(data), callbacks)
+    times = {name: [] for name in names}
+    for step in range(warmup + steps):
+        turn = step % len(names)
+        for name in names[turn:] + names[:turn]:
+            train_function, iterator, callbacks = runners[name]
+            begin = time.perf_counter()
+            for callback in callbacks:  # as fit does before each step
+                callback.on_train_batch_begin(step)
+            logs = train_function(iterator)
+            float(logs["loss"])  # the step has finished
+            if step >= warmup:
+                times[name].append(time.perf_counter() - begin)
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    ratios = {
+        name: statistics.median(a / b for a, b in zip(t, times["plain"]))
+        for name, t in times.items()
+    }
+    return seconds, ratios
+
+
+def polynomial(final_sparsity, cfg, steps_per_epoch):
+    end = steps_per_epoch * max(1, (2 * cfg["prune_epochs"]) // 3)
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=final_sparsity,
+        begin_step=0,
+        end_step=end,
+        frequency=cfg["prune_frequency"],
+    )
+
+
+def to_tflite(model, int8):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def main():
+    workdir = sys.argv[1]
+    with open(os.path.join(workdir, "config.json")) as f:
+        cfg = json.load(f)
+    data = np.load(os.path.join(workdir, "data.npz"))
+    x, y, x_test, y_test = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    weights = np.load(os.path.join(workdir, "float_weights.npz"))
+    float_weights = [weights[f"w{i}"] for i in range(len(weights.files))]
+    batch = cfg["batch_size"]
+    steps_per_epoch = math.ceil(len(x) / batch)
+    keras.utils.set_random_seed(cfg["seed"])
+    started = time.time()
+    results = {"stages": {}, "files": {}}
+
+    def fresh_float():
+        model = demo_cnn()
+        model.set_weights(float_weights)
+        return model
+
+    def record(stage, model, flatbuffer=None):
+        results["stages"][stage] = accuracy(model, x_test, y_test)
+        if flatbuffer is not None:
+            path = os.path.join(workdir, f"tfmot_{stage}.tflite")
+            with open(path, "wb") as f:
+                f.write(flatbuffer)
+            results["files"][stage] = path
+        log(f"{time.time() - started:5.0f}s {stage}: accuracy {results['stages'][stage]:.4f}")
+
+    def fit(model, epochs, callbacks=()):
+        model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=list(callbacks))
+
+    float_model = compiled(fresh_float(), cfg["lr_float"])
+    record("float", float_model, to_tflite(float_model, int8=False))
+
+    # prune 80% -> strip -> QAT keeping the zeros (prune-preserving scheme).
+    prune_callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+    pruned80 = compiled(
+        tfmot.sparsity.keras.prune_low_magnitude(
+            fresh_float(), pruning_schedule=polynomial(0.8, cfg, steps_per_epoch)
+        ),
+        cfg["lr_prune"],
+    )
+    fit(pruned80, cfg["prune_epochs"], prune_callbacks)
+    stripped80 = tfmot.sparsity.keras.strip_pruning(pruned80)
+    record("prune80", compiled(stripped80, cfg["lr_prune"]))
+    qat80 = compiled(
+        tfmot.quantization.keras.quantize_apply(
+            tfmot.quantization.keras.quantize_annotate_model(stripped80),
+            tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(),
+        ),
+        cfg["lr_qat"],
+    )
+    fit(qat80, cfg["qat_epochs"])
+    record("prune80_qat", qat80, to_tflite(qat80, int8=True))
+
+    # prune 90% -> strip -> cluster 16 (k-means++, keep zeros) -> strip ->
+    # QAT keeping zeros and clusters.
+    pruned90 = compiled(
+        tfmot.sparsity.keras.prune_low_magnitude(
+            fresh_float(), pruning_schedule=polynomial(0.9, cfg, steps_per_epoch)
+        ),
+        cfg["lr_prune"],
+    )
+    fit(pruned90, cfg["prune_epochs"], prune_callbacks)
+    stripped90 = tfmot.sparsity.keras.strip_pruning(pruned90)
+    record("prune90", compiled(stripped90, cfg["lr_prune"]))
+    clustered = compiled(
+        tfmot.clustering.keras.cluster_weights(
+            stripped90,
+            number_of_clusters=cfg["clusters"],
+            cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
+            preserve_sparsity=True,
+        ),
+        cfg["lr_cluster"],
+    )
+    fit(clustered, cfg["cluster_epochs"])
+    stripped_clustered = tfmot.clustering.keras.strip_clustering(clustered)
+    record("prune90_cluster", compiled(stripped_clustered, cfg["lr_cluster"]))
+    pcqat = compiled(
+        tfmot.quantization.keras.quantize_apply(
+            tfmot.quantization.keras.quantize_annotate_model(stripped_clustered),
+            tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
+                preserve_sparsity=True
+            ),
+        ),
+        cfg["lr_qat"],
+    )
+    fit(pcqat, cfg["qat_epochs"])
+    record("prune90_cluster_qat", pcqat, to_tflite(pcqat, int8=True))
+
+    # Training-step time of each technique vs plain fit of the same float
+    # model, in this process, round-robin. The stage models above are done
+    # (converted), so the extra steps change nothing that is reported.
+    # compare.py times its own side after this one, so the two never compete:
+    # wait for its go-ahead file when it asks for one.
+    gate = cfg.get("timing_gate")
+    if gate:
+        log(f"{time.time() - started:5.0f}s waiting for the timing slot")
+        deadline = time.time() + 3600
+        while not os.path.exists(gate) and time.time() < deadline:
+            time.sleep(0.5)
+    log(f"{time.time() - started:5.0f}s timing training steps")
+    plain = compiled(fresh_float(), cfg["lr_float"])
+    qat = compiled(tfmot.quantization.keras.quantize_model(fresh_float()), cfg["lr_qat"])
+    seconds, ratios = step_time_ratios(
+        {
+            "plain": (plain, []),
+            "prune": (pruned80, prune_callbacks),
+            "qat": (qat, []),
+            "qat_prune_preserve": (qat80, []),
+            "cluster": (clustered, []),
+            "qat_cluster_prune_preserve": (pcqat, []),
+        },
+        x, y, cfg["timing_steps"], batch,
+    )
+    results["step_seconds"] = seconds
+    results["step_ratio"] = ratios
+    results["versions"] = {
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "tensorflow_model_optimization": tfmot.__version__,
+    }
+    results["seconds"] = time.time() - started
+    with open(os.path.join(workdir, "tfmot_results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"{results['seconds']:5.0f}s done")
+
+
+if __name__ == "__main__":
+    main()
