@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 
 from tfcompress import Distiller, datasets  # noqa: E402
 
-from step_time import StepTimer  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 ALPHA, TEMPERATURE = 0.1, 4.0
@@ -89,6 +88,20 @@ def keras_distiller(teacher, loss=None, lr=1e-2, **compile_kwargs):
     )
     distiller.compile(keras.optimizers.Adam(lr), loss=SCCE, **compile_kwargs)
     return distiller
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of each training batch (one step per batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
 
 
 def step_times(make, x, y, rounds, steps, batch_size):

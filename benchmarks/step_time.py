@@ -1,74 +1,39 @@
-"""Median training-step time of compressed models relative to plain `fit`.
+"""Median training-step time of pruning relative to plain `fit` (issue 2's figure).
 
-Models are timed side by side in one process, interleaved round by round, so
-machine load affects both alike; the figure reported is a ratio.
+The models take turns one training step at a time (`_timing.step_time_ratios`),
+so machine load affects both alike; the figure reported is a ratio.
 
-    python benchmarks/step_time.py            # pruning vs plain fit on the demo CNN
+    python benchmarks/step_time.py
 """
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-import numpy as np
+import keras  # noqa: E402
 
+import tfcompress  # noqa: E402
+from tfcompress.demo import compile_classifier, demo_cnn  # noqa: E402
 
-class StepTimer(keras.callbacks.Callback):
-    """Records the wall time of every training batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-
-def median_step_times(models, x, y, rounds=5, batch_size=32, steps=40):
-    """Median step time (seconds) of each compiled model, measured interleaved.
-
-    Args:
-        models: Dict name -> compiled model.
-        x, y: Training data.
-        rounds: Rounds; each fits every model for `steps` batches in turn.
-        batch_size: Batch size.
-        steps: Batches per round.
-
-    Returns:
-        Dict name -> median seconds per step (first round, with tracing, dropped).
-    """
-    timers = {name: StepTimer() for name in models}
-    n = steps * batch_size
-    for round_index in range(rounds + 1):
-        for name, model in models.items():
-            timer = StepTimer() if round_index == 0 else timers[name]
-            model.fit(x[:n], y[:n], batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
-    return {name: statistics.median(timer.times) for name, timer in timers.items()}
+from _timing import step_time_ratios  # noqa: E402  (benchmarks/ is sys.path[0])
 
 
 def main():
-    import tfcompress
-    from tfcompress.demo import compile_classifier, demo_cnn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per model")
     args = parser.parse_args()
     (x, y), _ = tfcompress.datasets.load_digits()
     keras.utils.set_random_seed(0)
     plain = compile_classifier(demo_cnn())
     schedule = tfcompress.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=400, frequency=100)
     pruned = compile_classifier(tfcompress.prune_low_magnitude(plain, schedule))
-    times = median_step_times({"plain": plain, "pruned": pruned}, x, y, rounds=args.rounds)
-    for name, seconds in times.items():
-        print(f"{name:>8}: {seconds * 1e3:.2f} ms/step")
-    print(f"pruning / plain step time: {times['pruned'] / times['plain']:.3f}x")
+    seconds, ratios = step_time_ratios(
+        {"plain": plain, "pruned": pruned}, x, y, steps=args.steps, batch_size=32
+    )
+    for name in seconds:
+        print(f"{name:>8}: {seconds[name] * 1e3:.2f} ms/step")
+    print(f"pruning / plain step time: {ratios['pruned']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfcompress import datasets
+from tfcompress import datasets, demo
 
 
 def pytest_configure(config):
@@ -91,12 +91,7 @@ def make_mobile_block():
 
 
 def compile_for_digits(model, learning_rate=3e-3):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+    return demo.compile_classifier(model, learning_rate)
 
 
 def accuracy(model, x, y):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import compile_for_digits, make_cnn
 
-from tfcompress import cli, demo, lite
+from tfcompress import cli, demo
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from tfcompress.quantization import (
     quantize_apply,
     quantize_model,
 )
-from tfcompress.quantization.folding import FoldedBatchNormalization
 
 
 def _interpreter(flatbuffer):

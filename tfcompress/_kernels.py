@@ -64,6 +64,24 @@ def compressible_weights(layer, opt_in_method):
     return None if getter is None else getter(layer)
 
 
+def check_wrappable(layer, opt_in_method, technique, wrapper_name):
+    """Raises ValueError unless `layer` is a layer that `technique` can compress.
+
+    Args:
+        layer: What the wrapper was given.
+        opt_in_method: Name of the custom-layer opt-in method.
+        technique: "pruning", "clustering", ... (for the message).
+        wrapper_name: Name of the wrapper class (for the message).
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            f"{wrapper_name} wraps a keras.layers.Layer. Received: "
+            f"layer={layer!r} of type {type(layer).__name__}"
+        )
+    if not is_supported(layer, opt_in_method):
+        raise ValueError(unsupported_message(layer, opt_in_method, technique))
+
+
 def unsupported_message(layer, opt_in_method, technique):
     return (
         f"Layer '{layer.name}' of type {type(layer).__name__} is not supported by "

@@ -57,11 +57,7 @@ class ClusterWeights(keras.layers.Wrapper):
         preserve_sparsity=False,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "ClusterWeights wraps a Keras layer. Received: "
-                f"layer={layer!r} of type {type(layer).__name__}"
-            )
+        _kernels.check_wrappable(layer, OPT_IN_METHOD, "clustering", "ClusterWeights")
         _checks.check_int("number_of_clusters", number_of_clusters, minimum=2)
         _checks.check_one_of(
             "cluster_centroids_init", cluster_centroids_init, centroids_lib.CENTROID_INITS
@@ -71,8 +67,6 @@ class ClusterWeights(keras.layers.Wrapper):
                 "preserve_sparsity must be a bool. Received: "
                 f"preserve_sparsity={preserve_sparsity!r}"
             )
-        if not _kernels.is_supported(layer, OPT_IN_METHOD):
-            raise ValueError(_kernels.unsupported_message(layer, OPT_IN_METHOD, "clustering"))
         kwargs.setdefault("name", f"cluster_{layer.name}")
         super().__init__(layer, **kwargs)
         self.number_of_clusters = number_of_clusters

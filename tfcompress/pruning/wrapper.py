@@ -58,13 +58,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "PruneLowMagnitude wraps a keras.layers.Layer. Received: "
-                f"layer={layer!r} of type {type(layer).__name__}"
-            )
-        if not _kernels.is_supported(layer, OPT_IN_METHOD):
-            raise ValueError(_kernels.unsupported_message(layer, OPT_IN_METHOD, "pruning"))
+        _kernels.check_wrappable(layer, OPT_IN_METHOD, "pruning", "PruneLowMagnitude")
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         if pruning_schedule is None:
