@@ -15,8 +15,9 @@ $(STAMP): setup.cfg setup.py
 demo: $(STAMP)
 	$(VENV)/bin/tfcompress demo --out demo_out
 
+# Two workers: most test time is single-threaded graph tracing, so this halves it.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
