@@ -82,7 +82,8 @@ def strip_wrappers(model, wrapper_types):
         wrapper_types: A wrapper class or tuple of classes to remove.
 
     Returns:
-        The same kind of object with those wrappers removed (see `map_layers`).
+        The same kind of object with those wrappers removed (see `map_layers`);
+        a model holding none of them is returned as it is, not copied.
     """
 
     def unwrap(layer):
@@ -92,6 +93,8 @@ def strip_wrappers(model, wrapper_types):
         return unwrap(inner) or inner
 
     if isinstance(model, keras.Model):
+        if not any(isinstance(layer, wrapper_types) for layer in iter_layers(model)):
+            return model
         return map_layers(model, unwrap)
     if isinstance(model, keras.layers.Layer):
         return unwrap(model) or model

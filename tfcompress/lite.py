@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tfcompress import _rewrite
+from tfcompress.quantization.api import strip_compression_wrappers
 
 QUANTIZATION_MODES = (None, "float16", "dynamic", "int8")
 # Samples of representative data used to calibrate post-training int8.
@@ -80,7 +81,7 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
         )
     import tensorflow as tf
 
-    model = _strip_for_export(model)
+    model = strip_compression_wrappers(model)
     is_qat = _is_qat(model)
     input_shapes = _input_shapes(model, representative_data)
     samples = None
@@ -304,12 +305,6 @@ def _from_output(y, detail):
         scale, zero_point = detail["quantization"]
         return ((y.astype("float32") - zero_point) * scale).astype("float32")
     return y.astype("float32")
-
-
-def _strip_for_export(model):
-    from tfcompress.quantization.api import strip_compression_wrappers
-
-    return strip_compression_wrappers(model)
 
 
 def _is_qat(model):

@@ -231,9 +231,8 @@ def keras_weights(model):
     """`[(name, numpy array, zero value)]` of the weights a Keras model ships.
 
     Wrappers' own variables (masks, centroids, step counters, ranges) are left
-    out; a wrapper that defines `compressed_weights()` (clustering) or holds
-    pruning masks contributes the values its inner weights will have after
-    stripping.
+    out; a wrapper that defines `compressed_weights()` (pruning, clustering)
+    contributes the values its inner weights will have after stripping.
     """
     overrides, skip = {}, set()
     for layer in _rewrite.iter_layers(model):
@@ -244,12 +243,6 @@ def keras_weights(model):
         skip.update(id(v) for v in layer.weights if id(v) not in inner_ids)
         if callable(getattr(layer, "compressed_weights", None)):
             overrides.update(layer.compressed_weights())
-        elif hasattr(layer, "prunable_weights") and hasattr(layer, "masks"):
-            for weight, mask in zip(layer.prunable_weights, layer.masks):
-                overrides.setdefault(
-                    id(weight),
-                    keras.ops.convert_to_numpy(weight) * keras.ops.convert_to_numpy(mask),
-                )
     result, seen = [], set()
     for variable in model.weights:
         if id(variable) in seen or id(variable) in skip:

@@ -149,8 +149,4 @@ def strip_clustering(model):
     final.save("clustered.keras")
     ```
     """
-    if isinstance(model, keras.Model) and not any(
-        isinstance(layer, ClusterWeights) for layer in _rewrite.iter_layers(model)
-    ):
-        return model  # nothing to strip: no needless copy
     return _rewrite.strip_wrappers(model, ClusterWeights)

@@ -102,8 +102,9 @@ def strip_pruning(model):
 
     Returns:
         The same kind of object with no tfcompress classes left: Sequential and
-        functional models are copied, a subclassed model is unwrapped in place.
-        Ready for `save` or `tfcompress.lite.convert`.
+        functional models are copied, a subclassed model is unwrapped in place,
+        a model without pruning wrappers is returned as it is. Ready for
+        `save` or `tfcompress.lite.convert`.
 
     Example:
 

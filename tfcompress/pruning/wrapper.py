@@ -153,6 +153,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         total = sum(int(ops.size(m)) for m in self.masks)
         return zeros / total if total else 0.0
 
+    def compressed_weights(self):
+        """`{id(inner variable): masked value that ships}` (used by `tfcompress.report`)."""
+        return {
+            id(weight): ops.convert_to_numpy(weight * mask)
+            for weight, mask in zip(self.prunable_weights, self.masks)
+        }
+
     def stripped_layer(self):
         """Writes `weight * mask` into the inner layer's weights and returns it."""
         for weight, mask in zip(self.prunable_weights, self.masks):

@@ -5,6 +5,8 @@ import warnings
 import keras
 
 from tfcompress import _rewrite
+from tfcompress.clustering.wrapper import ClusterWeights
+from tfcompress.pruning.wrapper import PruneLowMagnitude
 from tfcompress.quantization import folding
 from tfcompress.quantization.configs import (
     QuantizeConfig,
@@ -180,24 +182,7 @@ def strip_compression_wrappers(model):
     Returns:
         `model` itself when it holds no such wrapper, else the stripped model.
     """
-    stripped = model
-    for module, wrapper_name, strip_name in (
-        ("tfcompress.pruning", "PruneLowMagnitude", "strip_pruning"),
-        ("tfcompress.clustering", "ClusterWeights", "strip_clustering"),
-    ):
-        try:
-            import importlib
-
-            lib = importlib.import_module(module)
-        except ImportError:  # a technique not installed in this build
-            continue
-        wrapper = getattr(lib, wrapper_name, None)
-        strip = getattr(lib, strip_name, None)
-        if wrapper is None or strip is None:
-            continue
-        if any(isinstance(l, wrapper) for l in _rewrite.iter_layers(stripped)):
-            stripped = strip(stripped)
-    return stripped
+    return _rewrite.strip_wrappers(model, (PruneLowMagnitude, ClusterWeights))
 
 
 def _quantize(model, mode, preserve_sparsity, preserve_clusters):
