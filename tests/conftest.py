@@ -1,8 +1,6 @@
 """Shared fixtures: the digits data and tiny models that train in seconds."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tfcompress  # first: it loads TensorFlow without the C++ start-up log lines
 
 import keras
 import numpy as np

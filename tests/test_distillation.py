@@ -205,8 +205,8 @@ def test_pruned_student_reaches_target_sparsity(teacher, digits):
 
 
 def test_qat_student_converts_to_int8(teacher, digits):
-    quantization = pytest.importorskip("tfcompress.quantization")
-    lite = pytest.importorskip("tfcompress.lite")
+    from tfcompress import lite, quantization
+
     (x_train, y_train), (x_test, y_test) = digits
     student = quantization.quantize_model(make_cnn(8, 16, 32))
     distiller = Distiller(student, teacher)

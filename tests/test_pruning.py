@@ -188,7 +188,7 @@ def test_every_prunable_layer_type_reaches_its_target(layer_type):
     assert len(wrapped[0].masks) == expected
     for mask in wrapped[0].masks:
         assert 1.0 - float(np.mean(mask.numpy())) == pytest.approx(0.6, abs=0.01)
-    kernels = {id(v) for v in pruning.PruneLowMagnitude(target).prunable_weights}
+    kernels = {id(v) for v in pruning.PruneLowMagnitude(target).target_weights}
     for variable in target.weights:
         zeros = float(np.mean(variable.numpy() == 0))
         if id(variable) in kernels:
@@ -388,13 +388,32 @@ def test_mirrored_strategy_two_replicas(digits, mirrored_strategy):
     assert pruning.sparsity_logs(pruned)["sparsity"] == pytest.approx(0.6, abs=0.01)
 
 
+def tf_make_ndarray(tensor_proto):
+    import tensorflow as tf
+
+    return tf.make_ndarray(tensor_proto)
+
+
 def test_pruning_summaries_write_tensorboard_events(tmp_path, digits):
     (x, y), _ = digits
     pruned = compile_for_digits(tfcompress.prune_low_magnitude(make_cnn(4, 4, 8)))
     pruned.fit(x[:64], y[:64], epochs=2, batch_size=32, verbose=0, callbacks=[tfcompress.PruningSummaries(tmp_path, update_freq=1)])
     events = [f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents")]
     assert len(events) == 1
-    assert os.path.getsize(os.path.join(tmp_path, events[0])) > 100
+    # Read the scalars back: 2 epochs of 2 batches, written every batch and every epoch.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()["tensors"]
+    assert "sparsity" in tags and sum(tag.startswith("sparsity/") for tag in tags) == 4
+    overall = {
+        event.step: float(tf_make_ndarray(event.tensor_proto))
+        for event in accumulator.Tensors("sparsity")
+    }
+    assert sorted(overall) == [0, 1, 2, 3, 4]  # epochs 0, 1 and batches 1..4
+    # ConstantSparsity(0.5) from step 0: every figure is 50% of the prunable weights.
+    assert all(value == pytest.approx(0.5, abs=0.01) for value in overall.values())
 
 
 # ------------------------------------------------------------------ errors
@@ -440,7 +459,7 @@ def test_error_for_unbuilt_model_and_unknown_layer_names():
     with pytest.raises(ValueError, match="is not built"):
         tfcompress.prune_low_magnitude(keras.Sequential([L.Dense(3)]))
     model = make_cnn(4, 4, 8)
-    with pytest.raises(ValueError, match=r"does not have \(or that cannot be pruned\): \['nope'\]"):
+    with pytest.raises(ValueError, match=r"pruning_schedule names layers that model '.*' does not have: \['nope'\]"):
         tfcompress.prune_low_magnitude(model, {"nope": pruning.ConstantSparsity(0.5, 0)})
 
 

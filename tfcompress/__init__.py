@@ -6,7 +6,11 @@ and TFLite export for Keras 3 (the Keras that TensorFlow 2.16+ ships).
 
 __version__ = "0.1.0"
 
-from tfcompress import datasets, pruning
+from tfcompress import _quiet
+
+_quiet.import_tensorflow_quietly()
+
+from tfcompress import datasets, pruning  # noqa: E402
 from tfcompress.pruning import (
     ConstantSparsity,
     PolynomialDecay,

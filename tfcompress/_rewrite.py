@@ -11,7 +11,11 @@ Keras model:
   is returned.
 """
 
+import warnings
+
 import keras
+
+from tfcompress import _layers
 
 
 def is_graph_model(model):
@@ -79,21 +83,26 @@ def strip_wrappers(model, wrapper_types):
 
     Args:
         model: A `keras.Model`, a layer, or a list of layers.
-        wrapper_types: A wrapper class or tuple of classes to remove.
+        wrapper_types: A wrapper class or tuple of classes to remove, or a
+            predicate `fn(layer) -> bool` choosing the wrappers to remove.
 
     Returns:
         The same kind of object with those wrappers removed (see `map_layers`);
         a model holding none of them is returned as it is, not copied.
     """
+    if callable(wrapper_types) and not isinstance(wrapper_types, type):
+        is_wrapper = wrapper_types
+    else:
+        is_wrapper = lambda layer: isinstance(layer, wrapper_types)  # noqa: E731
 
     def unwrap(layer):
-        if not isinstance(layer, wrapper_types):
+        if not is_wrapper(layer):
             return None
         inner = layer.stripped_layer()
         return unwrap(inner) or inner
 
     if isinstance(model, keras.Model):
-        if not any(isinstance(layer, wrapper_types) for layer in iter_layers(model)):
+        if not any(is_wrapper(layer) for layer in iter_layers(model)):
             return model
         return map_layers(model, unwrap)
     if isinstance(model, keras.layers.Layer):
@@ -106,22 +115,164 @@ def strip_wrappers(model, wrapper_types):
     )
 
 
-def wrapper_from_config(cls, config, serialized_args=()):
-    """Rebuilds a wrapper from `get_config()`: the inner layer and `serialized_args`.
+def per_layer_settings(argument, value, check):
+    """Normalizes a technique's setting to `{layer_name or None: setting}`.
+
+    One value applies to every layer (key None); a dict names layers, each
+    with its own value (a None key gives the value of every other layer).
 
     Args:
-        cls: The wrapper class.
-        config: Its config; "layer" and each of `serialized_args` hold
-            `keras.saving.serialize_keras_object` output.
-        serialized_args: Names of other arguments stored serialized.
+        argument: The argument's name, for messages.
+        value: One setting, or a non-empty dict `{layer_name: setting}`.
+        check: `check(name, value) -> value`, validating one setting;
+            `name` is how to refer to it in a message.
 
     Returns:
-        The new wrapper.
+        The dict.
+
+    Raises:
+        ValueError: for an empty dict, a key that is not a string, or a
+            setting `check` rejects.
+
+    Example:
+
+    >>> per_layer_settings("bits", {"conv": 4, None: 8}, lambda name, v: v)
+    {'conv': 4, None: 8}
     """
-    config = dict(config)
-    for key in ("layer",) + tuple(serialized_args):
-        config[key] = keras.saving.deserialize_keras_object(config[key])
-    return cls(**config)
+    if not isinstance(value, dict):
+        return {None: check(argument, value)}
+    if not value:
+        raise ValueError(
+            f"{argument} must be a setting for every layer or a non-empty dict "
+            f"{{layer_name: setting}}. Received: {argument}={value!r}"
+        )
+    settings = {}
+    for name, setting in value.items():
+        if name is not None and not isinstance(name, str):
+            raise ValueError(
+                f"{argument} dict keys must be layer names (str) or None. "
+                f"Received: key {name!r} of type {type(name).__name__}"
+            )
+        settings[name] = check(f"{argument}[{name!r}]", setting)
+    return settings
+
+
+def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, target_argument):
+    """Wraps the layers of a model, a layer or a list of layers: THE dispatcher.
+
+    Every technique that wraps layers one by one goes through here, so they
+    all accept the same inputs and fail with the same messages.
+
+    * A model: each layer with a setting (its name in `settings`, else the
+      None entry) that `wrapper_cls` supports is wrapped. A layer named in
+      `settings` that it does not support raises; an unnamed one with weights
+      of its own is left as it is with a warning (normalization layers
+      silently). Layers already wrapped by `wrapper_cls` are kept; a layer
+      held by another compression wrapper raises (strip it first).
+    * A layer must have a setting and be supported; so must each layer of a
+      list that has a setting (the others pass through unchanged).
+
+    Names in `settings` that match no wrapped layer raise.
+
+    Args:
+        target: A built `keras.Model`, a layer, or a list / tuple of layers.
+        settings: `{layer_name or None: setting}` from `per_layer_settings`.
+        wrapper_cls: The `CompressionWrapper` subclass.
+        make_wrapper: `make_wrapper(layer, setting) -> wrapper`.
+        argument: Name of the settings argument, for messages.
+        target_argument: Name of the `target` argument, for messages.
+
+    Returns:
+        The model (a copy for Sequential / functional, rewritten in place when
+        subclassed; see `map_layers`), the wrapper, or a list of layers.
+
+    Raises:
+        TypeError: if `target` is not a model, a layer or a list of layers.
+        ValueError: as described above.
+    """
+    from tfcompress._wrapper import CompressionWrapper, already_wrapped_message
+
+    wrapped = set()
+
+    def wrap(layer, setting):
+        wrapped.add(layer.name)
+        wrapper = make_wrapper(layer, setting)
+        return wrapper.build_from_wrapped_layer()
+
+    def wrap_given(layer):
+        # A layer given directly must be compressible, with a setting.
+        if isinstance(layer, wrapper_cls):
+            wrapped.add(layer.layer.name)
+            return layer
+        if isinstance(layer, CompressionWrapper):
+            raise ValueError(already_wrapped_message(layer, wrapper_cls))
+        setting = settings.get(layer.name, settings.get(None))
+        if setting is None:
+            raise ValueError(
+                f"{argument} has no entry for layer '{layer.name}'. "
+                f"Received: {argument}={_describe(settings)}"
+            )
+        if not wrapper_cls.supports(layer):
+            raise ValueError(wrapper_cls.unsupported_message(layer))
+        return wrap(layer, setting)
+
+    def wrap_in_model(layer):
+        if isinstance(layer, wrapper_cls):
+            wrapped.add(layer.layer.name)
+            return None
+        if isinstance(layer, CompressionWrapper):
+            raise ValueError(already_wrapped_message(layer, wrapper_cls))
+        setting = settings.get(layer.name, settings.get(None))
+        if setting is None:
+            return None
+        if not wrapper_cls.supports(layer):
+            if layer.name in settings:
+                raise ValueError(wrapper_cls.unsupported_message(layer))
+            if _layers.owns_weights(layer) and not isinstance(layer, _layers.NORMALIZATION_LAYERS):
+                warnings.warn(
+                    f"Layer '{layer.name}' ({type(layer).__name__}) has weights but is not "
+                    f"supported by {wrapper_cls.technique}; it is left as it is. Define "
+                    f"{wrapper_cls.opt_in_method}() on it to include it.",
+                    stacklevel=4,
+                )
+            return None
+        return wrap(layer, setting)
+
+    if isinstance(target, keras.Model):
+        result = map_layers(target, wrap_in_model)
+        where = f"model '{target.name}'"
+    elif isinstance(target, keras.layers.Layer):
+        result, where = wrap_given(target), f"layer '{target.name}'"
+    elif isinstance(target, (list, tuple)) and target and all(
+        isinstance(layer, keras.layers.Layer) for layer in target
+    ):
+        # Layers a dict does not name pass through unchanged.
+        result = [
+            wrap_given(layer) if layer.name in settings or None in settings else layer
+            for layer in target
+        ]
+        where = "the list of layers"
+    else:
+        raise TypeError(
+            f"{target_argument} must be a keras.Model, a keras layer or a non-empty list "
+            f"of layers. Received: {target_argument}={target!r} of type {type(target).__name__}"
+        )
+    missing = sorted(name for name in settings if name is not None and name not in wrapped)
+    if missing:
+        raise ValueError(f"{argument} names layers that {where} does not have: {missing}")
+    if isinstance(target, keras.Model) and not wrapped:
+        warnings.warn(
+            f"Model '{target.name}' has no layer that {wrapper_cls.technique} supports; "
+            "nothing is compressed.",
+            stacklevel=3,
+        )
+    return result
+
+
+def _describe(settings):
+    if list(settings) == [None]:
+        return repr(settings[None])
+    return repr(settings)
 
 
 def _map_graph_model(model, fn):

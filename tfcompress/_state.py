@@ -9,6 +9,7 @@ update from the same (mirrored) weights, so each keeps its own copy
 """
 
 import keras
+import numpy as np
 
 
 def state_variable(layer, name, shape, initializer, dtype="float32"):
@@ -38,6 +39,17 @@ def state_variable(layer, name, shape, initializer, dtype="float32"):
     )
     setattr(layer, name, variable)
     return variable
+
+
+def zero_mask(layer, name, values):
+    """A fixed 0/1 state variable of `layer`: 1 where `values` is non-zero.
+
+    Keeps pruned zeros at zero through later techniques (clustering, QAT).
+    """
+    values = np.asarray(values)
+    mask = state_variable(layer, name, values.shape, "ones")
+    mask.assign((values != 0).astype("float32"))
+    return mask
 
 
 def call_with_weights(layer, substitutions, *args, **kwargs):

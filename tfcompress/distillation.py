@@ -21,7 +21,7 @@ the student).
 
 import keras
 
-from tfcompress._checks import check_fraction
+from tfcompress._validate import check_fraction
 
 __all__ = ["Distiller"]
 

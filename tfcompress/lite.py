@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from tfcompress import _rewrite
-from tfcompress.quantization.api import strip_compression_wrappers
+from tfcompress._quiet import hold_back_fd2
+from tfcompress._wrapper import strip_for_export
 
 QUANTIZATION_MODES = (None, "float16", "dynamic", "int8")
 # Samples of representative data used to calibrate post-training int8.
@@ -81,7 +82,11 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
         )
     import tensorflow as tf
 
-    model = strip_compression_wrappers(model)
+    if _rewrite.is_graph_model(model):
+        model = strip_for_export(model)  # a copy: the caller's model keeps its wrappers
+    # A subclassed model is stripped in place, so it is exported as it is: its
+    # wrappers compute the shipped weights at inference, which the converter
+    # folds into constants.
     is_qat = _is_qat(model)
     input_shapes = _input_shapes(model, representative_data)
     samples = None
@@ -212,7 +217,7 @@ def benchmark(tflite, num_threads=1, runs=200, warmup=20):
     Raises:
         ValueError: if `runs` < 1.
     """
-    from tfcompress._checks import check_int
+    from tfcompress._validate import check_int
 
     check_int("runs", runs, minimum=1)
     check_int("warmup", warmup, minimum=0)
@@ -253,22 +258,13 @@ def _native_logs_held_back():
     the process' stderr where `TF_CPP_MIN_LOG_LEVEL` set after TensorFlow's
     import cannot silence them. The lines are shown only if conversion fails.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+    release = hold_back_fd2()
+    try:
+        yield
+    except BaseException:
+        sys.stderr.write(release())
+        raise
+    release()
 
 
 def _read(tflite):

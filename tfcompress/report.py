@@ -231,24 +231,28 @@ def keras_weights(model):
     """`[(name, numpy array, zero value)]` of the weights a Keras model ships.
 
     Wrappers' own variables (masks, centroids, step counters, ranges) are left
-    out; a wrapper that defines `compressed_weights()` (pruning, clustering)
-    contributes the values its inner weights will have after stripping.
+    out; every compression wrapper contributes the values its wrapped weights
+    will ship with (masked, centroid-gathered, fake-quantized). Of a
+    `Distiller`, only the student ships.
     """
-    overrides, skip = {}, set()
+    from tfcompress._wrapper import CompressionWrapper
+    from tfcompress.distillation import Distiller
+
+    if isinstance(model, Distiller):
+        model = model.student
+    shipped, skip = {}, set()
     for layer in _rewrite.iter_layers(model):
-        inner = getattr(layer, "layer", None)
-        if not isinstance(inner, keras.layers.Layer):
+        if not isinstance(layer, CompressionWrapper):
             continue
-        inner_ids = {id(v) for v in inner.weights}
+        inner_ids = {id(v) for v in layer.layer.weights}
         skip.update(id(v) for v in layer.weights if id(v) not in inner_ids)
-        if callable(getattr(layer, "compressed_weights", None)):
-            overrides.update(layer.compressed_weights())
+        shipped.update(layer.shipped_weights())
     result, seen = [], set()
     for variable in model.weights:
         if id(variable) in seen or id(variable) in skip:
             continue
         seen.add(id(variable))
-        value = overrides.get(id(variable))
+        value = shipped.get(id(variable))
         if value is None:
             value = keras.ops.convert_to_numpy(variable)
         result.append((variable.path, np.asarray(value), 0))

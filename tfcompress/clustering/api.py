@@ -1,10 +1,7 @@
 """`cluster_weights` and `strip_clustering`."""
 
-import keras
-
-from tfcompress import _checks, _kernels, _rewrite
-from tfcompress.clustering import centroids as centroids_lib
-from tfcompress.clustering.wrapper import OPT_IN_METHOD, ClusterWeights
+from tfcompress import _rewrite, _validate
+from tfcompress.clustering.wrapper import ClusterWeights, check_clustering_arguments
 
 
 def cluster_weights(
@@ -52,82 +49,25 @@ def cluster_weights(
     final = tfcompress.strip_clustering(clustered)
     ```
     """
-    counts = _clusters_by_layer(number_of_clusters)
-    _checks.check_one_of(
-        "cluster_centroids_init", cluster_centroids_init, centroids_lib.CENTROID_INITS
-    )
-    if not isinstance(preserve_sparsity, bool):
-        raise ValueError(
-            f"preserve_sparsity must be a bool. Received: preserve_sparsity={preserve_sparsity!r}"
-        )
+    counts = _rewrite.per_layer_settings("number_of_clusters", number_of_clusters, _check_count)
+    # Checked here too, so a model with nothing to cluster still rejects them.
+    check_clustering_arguments(2, cluster_centroids_init, preserve_sparsity)
 
-    def wrap(layer, k):
-        wrapper = ClusterWeights(
+    def make_wrapper(layer, k):
+        return ClusterWeights(
             layer,
             k,
             cluster_centroids_init=cluster_centroids_init,
             preserve_sparsity=preserve_sparsity,
         )
-        # Centroids come from the trained weights: create them now, eagerly,
-        # not at the first call (inside `fit`'s traced function for a
-        # subclassed model rewritten in place).
-        build_config = layer.get_build_config() if layer.built else None
-        if build_config and "input_shape" in build_config:
-            wrapper.build(build_config["input_shape"])
-        return wrapper
 
-    wrapped_names = set()
-
-    def maybe_wrap(layer):
-        if isinstance(layer, keras.layers.Wrapper):
-            return None
-        k = counts.get(layer.name, counts.get(None))
-        if k is None or not _kernels.is_supported(layer, OPT_IN_METHOD):
-            return None
-        wrapped_names.add(layer.name)
-        return wrap(layer, k)
-
-    if isinstance(to_cluster, keras.Model):
-        clustered = _rewrite.map_layers(to_cluster, maybe_wrap)
-    elif isinstance(to_cluster, keras.layers.Layer):
-        k = counts.get(to_cluster.name, counts.get(None))
-        if k is None:
-            raise ValueError(
-                f"number_of_clusters has no entry for layer '{to_cluster.name}'. "
-                f"Received: number_of_clusters={number_of_clusters!r}"
-            )
-        return wrap(to_cluster, k)
-    elif isinstance(to_cluster, (list, tuple)) and all(
-        isinstance(layer, keras.layers.Layer) for layer in to_cluster
-    ):
-        clustered = [maybe_wrap(layer) or layer for layer in to_cluster]
-    else:
-        raise TypeError(
-            "cluster_weights expects a keras.Model, a layer or a list of layers. "
-            f"Received: to_cluster={to_cluster!r} of type {type(to_cluster).__name__}"
-        )
-    missing = sorted(name for name in counts if name is not None and name not in wrapped_names)
-    if missing:
-        raise ValueError(
-            "number_of_clusters names layers that are not there (or cannot be "
-            f"clustered): {missing}"
-        )
-    return clustered
+    return _rewrite.apply_per_layer(
+        to_cluster, counts, ClusterWeights, make_wrapper, "number_of_clusters", "to_cluster"
+    )
 
 
-def _clusters_by_layer(number_of_clusters):
-    """Normalizes the argument to {layer_name or None (all others): k}."""
-    if isinstance(number_of_clusters, dict):
-        if not number_of_clusters:
-            raise ValueError(
-                "number_of_clusters must be an int >= 2 or a non-empty dict "
-                f"{{layer_name: int}}. Received: number_of_clusters={number_of_clusters!r}"
-            )
-        for name, k in number_of_clusters.items():
-            _checks.check_int(f"number_of_clusters[{name!r}]", k, minimum=2)
-        return dict(number_of_clusters)
-    _checks.check_int("number_of_clusters", number_of_clusters, minimum=2)
-    return {None: number_of_clusters}
+def _check_count(name, k):
+    return _validate.check_int(name, k, minimum=2)
 
 
 def strip_clustering(model):

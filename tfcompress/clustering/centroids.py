@@ -8,7 +8,8 @@ is written in `keras.ops`.
 import keras
 import numpy as np
 
-from tfcompress import _checks
+from tfcompress import _validate
+from tfcompress._state import state_variable
 
 CENTROID_INITS = ("kmeans++", "linear", "density", "random")
 
@@ -40,8 +41,8 @@ def init_centroids(values, number_of_clusters, method="kmeans++", seed=0):
     >>> init_centroids(np.array([0.0, 1.0, 2.0, 3.0]), 2, "linear")
     array([0., 3.], dtype=float32)
     """
-    _checks.check_int("number_of_clusters", number_of_clusters, minimum=2)
-    _checks.check_one_of("cluster_centroids_init", method, CENTROID_INITS)
+    _validate.check_int("number_of_clusters", number_of_clusters, minimum=2)
+    _validate.check_one_of("cluster_centroids_init", method, CENTROID_INITS)
     values = np.asarray(values, dtype=np.float64).ravel()
     k = number_of_clusters
     if values.size == 0:
@@ -90,6 +91,64 @@ def nearest_centroid(values, centroids):
     position = keras.ops.searchsorted(midpoints, flat)
     indices = keras.ops.take(order, position)
     return keras.ops.cast(keras.ops.reshape(indices, keras.ops.shape(values)), "int32")
+
+
+def centroid_state(layer, centroids_name, indices_name, centroids, indices):
+    """Creates a layer's trainable centroids and its index variable for one weight.
+
+    Args:
+        layer: The wrapper that owns them (they are set as its attributes).
+        centroids_name: Name of the centroids weight.
+        indices_name: Name of the index state variable.
+        centroids: Initial centroids, shape `(k,)`.
+        indices: Initial index of every weight, shaped like the weight.
+
+    Returns:
+        `(centroids, indices)` variables.
+    """
+    centroids = np.asarray(centroids, "float32")
+    variable = layer.add_weight(
+        name=centroids_name,
+        shape=centroids.shape,
+        initializer=keras.initializers.Constant(centroids),
+        trainable=True,
+    )
+    setattr(layer, centroids_name, variable)
+    index_variable = state_variable(layer, indices_name, np.shape(indices), "zeros", dtype="int32")
+    index_variable.assign(np.asarray(indices, "int32"))
+    return variable, index_variable
+
+
+def gather_centroids(centroids, indices, weight=None, zeros=None):
+    """The clustered weight: each element its centroid, zeros kept with a mask.
+
+    Args:
+        centroids: `(k,)` tensor of centroids.
+        indices: int tensor, the centroid of every weight.
+        weight: The float weight the indices were assigned from, or None. Its
+            gradient is then the clustered weight's (straight through), so
+            weights can move between clusters.
+        zeros: None, or a 0/1 mask of the weights kept (zeros stay zero).
+
+    Returns:
+        A tensor shaped like `indices`.
+
+    Example:
+
+    >>> c = keras.ops.convert_to_tensor([-1.0, 2.0])
+    >>> out = gather_centroids(c, keras.ops.convert_to_tensor([[0, 1], [1, 1]]))
+    >>> keras.ops.convert_to_numpy(out).tolist()
+    [[-1.0, 2.0], [2.0, 2.0]]
+    """
+    value = keras.ops.take(centroids, keras.ops.convert_to_tensor(indices))
+    if weight is not None:
+        # Value: the centroids (weight - weight is exactly 0). Gradient: to the
+        # centroids through take, to the float weight straight through.
+        weight = keras.ops.convert_to_tensor(weight)
+        value = value + (weight - keras.ops.stop_gradient(weight))
+    if zeros is not None:
+        value = value * keras.ops.convert_to_tensor(zeros)
+    return value
 
 
 def _kmeans(values, k, rng):

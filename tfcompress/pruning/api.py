@@ -1,21 +1,8 @@
 """`prune_low_magnitude` and `strip_pruning`: pruning a whole model or some layers."""
 
-import warnings
-
-import keras
-
-from tfcompress import _kernels, _rewrite
+from tfcompress import _rewrite
 from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
-from tfcompress.pruning.wrapper import OPT_IN_METHOD, PruneLowMagnitude
-
-# Layers that own weights but are never pruned on purpose (no warning for them).
-_LEFT_ALONE = (
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.GroupNormalization,
-    keras.layers.UnitNormalization,
-    keras.layers.Normalization,
-)
+from tfcompress.pruning.wrapper import PruneLowMagnitude, check_pruning_arguments
 
 
 def prune_low_magnitude(
@@ -73,24 +60,23 @@ def prune_low_magnitude(
     """
     if kwargs:
         raise TypeError(f"Unexpected keyword argument(s): {sorted(kwargs)}")
-    params = {
-        "block_size": block_size,
-        "block_pooling_type": block_pooling_type,
-        "sparsity_m_by_n": sparsity_m_by_n,
-    }
-    schedules = _schedules_by_layer(pruning_schedule)
+    if pruning_schedule is None:
+        pruning_schedule = ConstantSparsity(0.5, begin_step=0)
+    schedules = _rewrite.per_layer_settings("pruning_schedule", pruning_schedule, _check_schedule)
+    # Checked here too, so a model with nothing to prune still rejects them.
+    check_pruning_arguments(block_size, block_pooling_type, sparsity_m_by_n)
 
-    if isinstance(to_prune, keras.Model):
-        return _prune_model(to_prune, schedules, params)
-    if isinstance(to_prune, keras.layers.Layer):
-        return _wrap(to_prune, schedules.get(to_prune.name, schedules.get(None)), params)
-    if isinstance(to_prune, (list, tuple)) and all(
-        isinstance(layer, keras.layers.Layer) for layer in to_prune
-    ):
-        return [_wrap(layer, schedules.get(layer.name, schedules.get(None)), params) for layer in to_prune]
-    raise TypeError(
-        "prune_low_magnitude takes a keras.Model, a keras layer or a list of "
-        f"layers. Received: to_prune={to_prune!r} of type {type(to_prune).__name__}"
+    def make_wrapper(layer, schedule):
+        return PruneLowMagnitude(
+            layer,
+            pruning_schedule=schedule,
+            block_size=block_size,
+            block_pooling_type=block_pooling_type,
+            sparsity_m_by_n=sparsity_m_by_n,
+        )
+
+    return _rewrite.apply_per_layer(
+        to_prune, schedules, PruneLowMagnitude, make_wrapper, "pruning_schedule", "to_prune"
     )
 
 
@@ -116,68 +102,10 @@ def strip_pruning(model):
     return _rewrite.strip_wrappers(model, PruneLowMagnitude)
 
 
-def _schedules_by_layer(pruning_schedule):
-    """Normalizes the schedule argument to {layer_name or None (all): schedule}."""
-    if pruning_schedule is None:
-        return {None: ConstantSparsity(0.5, begin_step=0)}
-    if isinstance(pruning_schedule, PruningSchedule):
-        return {None: pruning_schedule}
-    if isinstance(pruning_schedule, dict) and pruning_schedule:
-        for name, schedule in pruning_schedule.items():
-            if not isinstance(schedule, PruningSchedule):
-                raise ValueError(
-                    "pruning_schedule dict values must be PruningSchedule objects. "
-                    f"Received: pruning_schedule[{name!r}]={schedule!r}"
-                )
-        return dict(pruning_schedule)
-    raise ValueError(
-        "pruning_schedule must be a PruningSchedule or a non-empty dict "
-        f"{{layer_name: PruningSchedule}}. Received: pruning_schedule={pruning_schedule!r}"
-    )
-
-
-def _wrap(layer, schedule, params):
-    if isinstance(layer, PruneLowMagnitude):
-        return layer
-    return PruneLowMagnitude(layer, pruning_schedule=schedule, **params)
-
-
-def _prune_model(model, schedules, params):
-    default = schedules.get(None)
-    wrapped_names = set()
-
-    def wrap_if_prunable(layer):
-        if isinstance(layer, PruneLowMagnitude):
-            return None
-        schedule = schedules.get(layer.name, default)
-        if schedule is None:
-            return None
-        if not _kernels.is_supported(layer, OPT_IN_METHOD):
-            if layer.name in schedules:
-                raise ValueError(_kernels.unsupported_message(layer, OPT_IN_METHOD, "pruning"))
-            if _owns_weights(layer) and not isinstance(layer, _LEFT_ALONE):
-                warnings.warn(
-                    f"Layer '{layer.name}' ({type(layer).__name__}) has weights but is "
-                    "not prunable; it is left dense. Define get_prunable_weights() "
-                    "on it to prune it.",
-                    stacklevel=4,
-                )
-            return None
-        wrapped_names.add(layer.name)
-        return PruneLowMagnitude(layer, pruning_schedule=schedule, **params)
-
-    pruned = _rewrite.map_layers(model, wrap_if_prunable)
-    missing = sorted(name for name in schedules if name is not None and name not in wrapped_names)
-    if missing:
+def _check_schedule(name, schedule):
+    if not isinstance(schedule, PruningSchedule):
         raise ValueError(
-            f"pruning_schedule names layers that model '{model.name}' does not have "
-            f"(or that cannot be pruned): {missing}"
+            f"{name} must be a PruningSchedule (e.g. ConstantSparsity, PolynomialDecay) "
+            f"or a non-empty dict {{layer_name: PruningSchedule}}. Received: {name}={schedule!r}"
         )
-    if not wrapped_names:
-        warnings.warn(f"Model '{model.name}' has no prunable layer; nothing is pruned.", stacklevel=3)
-    return pruned
-
-
-def _owns_weights(layer):
-    # A container (nested model, custom block) is walked into, not warned about.
-    return bool(layer.weights) and not getattr(layer, "_layers", None)
+    return schedule

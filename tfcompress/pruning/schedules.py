@@ -9,7 +9,7 @@ every `frequency` steps from `begin_step` through `end_step`.
 import keras
 from keras import ops
 
-from tfcompress._checks import check_fraction, check_int
+from tfcompress._validate import check_fraction, check_int
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")

@@ -3,10 +3,9 @@
 import keras
 from keras import ops
 
-from tfcompress import _kernels
-from tfcompress._checks import check_int, check_one_of
-from tfcompress._rewrite import wrapper_from_config
-from tfcompress._state import call_with_weights, state_variable
+from tfcompress._validate import check_int, check_one_of
+from tfcompress._state import state_variable
+from tfcompress._wrapper import CompressionWrapper
 from tfcompress.pruning import masks
 from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
 
@@ -20,7 +19,7 @@ _M_BY_N_LAYERS = (
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(CompressionWrapper):
     """Wraps a layer and zeros its lowest-magnitude weights as training goes.
 
     All state is in non-trainable variables saved with the model: one 0/1 mask
@@ -47,7 +46,23 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     Raises:
         ValueError: for a layer that cannot be pruned, or bad arguments.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(4)
+    >>> dense.build((None, 8))
+    >>> pruned = PruneLowMagnitude(dense, ConstantSparsity(0.75, begin_step=0))
+    >>> _ = pruned(keras.ops.ones((2, 8)), training=True)
+    >>> pruned.sparsity()
+    0.75
     """
+
+    technique = "pruning"
+    opt_in_method = OPT_IN_METHOD
+    name_prefix = "prune_low_magnitude"
+    strip_function = "strip_pruning"
+    config_args = ("block_size", "block_pooling_type", "sparsity_m_by_n")
+    serialized_args = ("pruning_schedule",)
 
     def __init__(
         self,
@@ -58,8 +73,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         **kwargs,
     ):
-        _kernels.check_wrappable(layer, OPT_IN_METHOD, "pruning", "PruneLowMagnitude")
-        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         if pruning_schedule is None:
             pruning_schedule = ConstantSparsity(0.5, begin_step=0)
@@ -69,16 +82,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"PolynomialDecay). Received: pruning_schedule={pruning_schedule!r}"
             )
         self.pruning_schedule = pruning_schedule
-        self.block_size = _check_block_size(block_size)
-        self.block_pooling_type = check_one_of(
-            "block_pooling_type", block_pooling_type, ("AVG", "MAX")
+        self.block_size, self.block_pooling_type, self.sparsity_m_by_n = check_pruning_arguments(
+            block_size, block_pooling_type, sparsity_m_by_n
         )
-        self.sparsity_m_by_n = _check_m_by_n(sparsity_m_by_n)
-        if self.sparsity_m_by_n and self.block_size != (1, 1):
-            raise ValueError(
-                "sparsity_m_by_n and block_size cannot be combined. Received: "
-                f"sparsity_m_by_n={sparsity_m_by_n!r}, block_size={block_size!r}"
-            )
         if self.sparsity_m_by_n and not isinstance(layer, _M_BY_N_LAYERS):
             raise ValueError(
                 f"sparsity_m_by_n applies to Dense and Conv1D/2D/3D kernels; layer "
@@ -86,24 +92,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"sparsity_m_by_n={sparsity_m_by_n!r}"
             )
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        for weight in self.prunable_weights:
+    def build_state(self, input_shape):
+        for weight in self.target_weights:
             self._check_weight_shape(weight)
         self.masks = [
             state_variable(self, f"mask_{i}", tuple(w.shape), "ones", dtype=w.dtype)
-            for i, w in enumerate(self.prunable_weights)
+            for i, w in enumerate(self.target_weights)
         ]
         state_variable(self, "pruning_step", (), -1, dtype="int64")
-        self.built = True
-
-    @property
-    def prunable_weights(self):
-        """The inner layer's variables this wrapper masks."""
-        # Looked up, not stored: an attribute would make Keras track (and save)
-        # the inner layer's variables a second time under the wrapper.
-        return _kernels.compressible_weights(self.layer, OPT_IN_METHOD)
 
     def _check_weight_shape(self, weight):
         if self.sparsity_m_by_n:
@@ -122,19 +118,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"{tuple(weight.shape)}."
             )
 
-    def call(self, inputs, *args, training=None, **kwargs):
-        if training:
-            self._advance_step()
-        masked = [(w, w * m) for w, m in zip(self.prunable_weights, self.masks)]
-        return call_with_weights(self.layer, masked, inputs, *args, training=training, **kwargs)
+    def weight_values(self, training):
+        return [w * m for w, m in zip(self.target_weights, self.masks)]
 
-    def _advance_step(self):
+    def update_state(self):
         step = self.pruning_step + 1
         self.pruning_step.assign(step)
         should_prune, sparsity = self.pruning_schedule(step)
 
         def update_masks():
-            for weight, mask in zip(self.prunable_weights, self.masks):
+            for weight, mask in zip(self.target_weights, self.masks):
                 mask.assign(self._new_mask(weight * mask, sparsity))
             return ops.zeros(())
 
@@ -153,34 +146,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         total = sum(int(ops.size(m)) for m in self.masks)
         return zeros / total if total else 0.0
 
-    def compressed_weights(self):
-        """`{id(inner variable): masked value that ships}` (used by `tfcompress.report`)."""
-        return {
-            id(weight): ops.convert_to_numpy(weight * mask)
-            for weight, mask in zip(self.prunable_weights, self.masks)
-        }
 
-    def stripped_layer(self):
-        """Writes `weight * mask` into the inner layer's weights and returns it."""
-        for weight, mask in zip(self.prunable_weights, self.masks):
-            weight.assign(weight * mask)
-        return self.layer
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
-                "block_size": self.block_size,
-                "block_pooling_type": self.block_pooling_type,
-                "sparsity_m_by_n": self.sparsity_m_by_n,
-            }
+def check_pruning_arguments(block_size, block_pooling_type, sparsity_m_by_n):
+    """Validates the pruning pattern; returns `(block_size, pooling, m_by_n)` normalized."""
+    block_size = _check_block_size(block_size)
+    block_pooling_type = check_one_of("block_pooling_type", block_pooling_type, ("AVG", "MAX"))
+    m_by_n = _check_m_by_n(sparsity_m_by_n)
+    if m_by_n and block_size != (1, 1):
+        raise ValueError(
+            "sparsity_m_by_n and block_size cannot be combined. Received: "
+            f"sparsity_m_by_n={sparsity_m_by_n!r}, block_size={block_size!r}"
         )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        return wrapper_from_config(cls, config, ("pruning_schedule",))
+    return block_size, block_pooling_type, m_by_n
 
 
 def _check_block_size(block_size):

@@ -15,6 +15,7 @@ int8:
 
 import keras
 
+from tfcompress import _layers
 from tfcompress.quantization.folding import FoldedBatchNormalization
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
@@ -99,9 +100,6 @@ class QuantizeConfig:
         )
 
 
-# Activations TFLite fuses into the preceding conv / fully-connected op.
-FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
-
 # Output ranges TFLite fixes for int8 (scale 1/256, zero point -128 and 1/128, 0).
 _FIXED_RANGES = {
     "softmax": (0.0, 255.0 / 256.0),
@@ -110,82 +108,16 @@ _FIXED_RANGES = {
     "tanh": (-1.0, 127.0 / 128.0),
 }
 
-PASSTHROUGH_LAYERS = (
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.MaxPooling3D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.AveragePooling3D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-    L.Reshape,
-    L.Flatten,
-    L.Permute,
-    L.RepeatVector,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.SpatialDropout3D,
-    L.GaussianNoise,
-    L.GaussianDropout,
-    L.AlphaDropout,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.ZeroPadding3D,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.Cropping3D,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.Identity,
-    FoldedBatchNormalization,
-    L.InputLayer,
-    L.ActivityRegularization,
-)
-
-OUTPUT_ONLY_LAYERS = (
-    L.Add,
-    L.Subtract,
-    L.Multiply,
-    L.Average,
-    L.Maximum,
-    L.Minimum,
-    L.Concatenate,
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
-    L.Softmax,
-    L.Activation,
-    L.Rescaling,
-    L.Normalization,  # constant mean / variance: SUB + MUL in TFLite
-)
-
-_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
+# FoldedBatchNormalization (what a folded BatchNorm leaves) passes values through.
+_PASSTHROUGH = _layers.PASSTHROUGH_LAYERS + (FoldedBatchNormalization,)
 
 SUPPORTED_LAYER_NAMES = tuple(
     cls.__name__
-    for cls in (L.Dense,) + _CONV + _DEPTHWISE + _TRANSPOSED + (L.SeparableConv1D, L.SeparableConv2D)
-    + (L.BatchNormalization,) + OUTPUT_ONLY_LAYERS + PASSTHROUGH_LAYERS
-    if cls not in (L.InputLayer, FoldedBatchNormalization)
+    for cls in (L.Dense,) + _layers.CONV_LAYERS + _layers.DEPTHWISE_LAYERS
+    + _layers.TRANSPOSED_LAYERS + _layers.SEPARABLE_LAYERS + (L.BatchNormalization,)
+    + _layers.COMPUTING_LAYERS + _layers.PASSTHROUGH_LAYERS
+    if cls is not L.InputLayer
 )
-
-
-def activation_name(fn):
-    """The registered name of an activation function (None if not a Keras one)."""
-    if fn is None:
-        return "linear"
-    try:
-        name = keras.activations.serialize(fn)
-    except Exception:  # a custom callable
-        return None
-    return name if isinstance(name, str) else None
 
 
 def fixed_range_for(name):
@@ -205,14 +137,14 @@ def default_quantize_config(layer):
     custom = getattr(layer, "get_quantize_config", None)
     if callable(custom):
         return custom()
-    if isinstance(layer, PASSTHROUGH_LAYERS):
+    if isinstance(layer, _PASSTHROUGH):
         return QuantizeConfig(quantize_output=False)
     if isinstance(layer, L.Dense):
         # TFLite's QAT path quantizes FULLY_CONNECTED weights per tensor: the
         # converter transposes the kernel, which a per-channel range cannot follow.
         return QuantizeConfig(weights={"kernel": WeightQuantizer()})
     if isinstance(layer, (L.Conv1D, L.DepthwiseConv1D, L.SeparableConv1D)) and not isinstance(
-        layer, _TRANSPOSED
+        layer, _layers.TRANSPOSED_LAYERS
     ):
         # TFLite runs 1-D convolutions as 2-D ones on an expanded kernel, and
         # a per-channel range does not follow the expanded axis: per tensor.
@@ -227,33 +159,23 @@ def default_quantize_config(layer):
                 "pointwise_kernel": WeightQuantizer((-1,)),
             }
         )
-    if isinstance(layer, _DEPTHWISE):
+    if isinstance(layer, _layers.DEPTHWISE_LAYERS):
         return QuantizeConfig(weights={"kernel": WeightQuantizer((-2, -1))})
-    if isinstance(layer, _TRANSPOSED):
+    if isinstance(layer, _layers.TRANSPOSED_LAYERS):
         # Output channels are axis -2 of a transposed kernel, which TFLite's
         # per-channel FakeQuant (last axis) cannot express: per tensor.
         return QuantizeConfig(weights={"kernel": WeightQuantizer()})
-    if isinstance(layer, _CONV):
+    if isinstance(layer, _layers.CONV_LAYERS):
         return QuantizeConfig(weights={"kernel": WeightQuantizer((-1,))})
     if isinstance(layer, L.BatchNormalization):
         # A BatchNormalization not folded into a conv runs as MUL + ADD.
         return QuantizeConfig()
-    if isinstance(layer, OUTPUT_ONLY_LAYERS):
+    if isinstance(layer, _layers.COMPUTING_LAYERS):
         fixed = None
         if isinstance(layer, L.Softmax):
             fixed = fixed_range_for("softmax")
         elif isinstance(layer, L.Activation):
-            fixed = fixed_range_for(activation_name(layer.activation))
+            fixed = fixed_range_for(_layers.activation_name(layer.activation))
         quantizer = ActivationQuantizer(fixed_range=fixed) if fixed else None
         return QuantizeConfig(output_quantizer=quantizer)
     return None
-
-
-def is_fusable_activation_layer(layer):
-    """True for a ReLU / ReLU6 layer that TFLite fuses into the preceding op."""
-    if isinstance(layer, L.ReLU):
-        plain = float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
-        return plain and layer.max_value in (None, 6.0, 6)
-    if isinstance(layer, L.Activation):
-        return activation_name(layer.activation) in ("relu", "relu6")
-    return False

@@ -9,11 +9,10 @@ are the weights stored in the int8 file.
 import keras
 import numpy as np
 
-L = keras.layers
+from tfcompress import _layers
 
-_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-FOLDABLE_LAYERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D) + _DEPTHWISE + _TRANSPOSED
+_DEPTHWISE = _layers.DEPTHWISE_LAYERS
+_TRANSPOSED = _layers.TRANSPOSED_LAYERS
 
 
 def can_fold(layer, bn, rank):
@@ -24,11 +23,9 @@ def can_fold(layer, bn, rank):
         bn: The BatchNormalization layer.
         rank: Rank of the tensor between them (batch axis included).
     """
-    if not isinstance(layer, FOLDABLE_LAYERS) or not isinstance(bn, L.BatchNormalization):
+    if not isinstance(layer, _layers.FOLDABLE_LAYERS):
         return False
-    from tfcompress.quantization.configs import activation_name
-
-    if activation_name(layer.activation) != "linear":
+    if not isinstance(bn, keras.layers.BatchNormalization) or not _layers.has_linear_activation(layer):
         return False
     axis = bn.axis
     if isinstance(axis, (list, tuple)):
@@ -38,13 +35,14 @@ def can_fold(layer, bn, rank):
     return axis % rank == rank - 1
 
 
-def fold_batchnorm(layer, bn, input_shape):
+def fold_batchnorm(layer, bn):
     """Returns a copy of `layer` computing `bn(layer(x))` (inference statistics).
+
+    Neither `layer` nor `bn` is changed.
 
     Args:
         layer: A built Dense / convolution layer with a linear activation.
         bn: The built BatchNormalization applied to its output (last axis).
-        input_shape: The input shape `layer` was built with.
 
     Returns:
         A new built layer of the same type with a bias, named like `layer`.
@@ -69,10 +67,7 @@ def fold_batchnorm(layer, bn, input_shape):
         kernel = kernel * scale
     bias = (bias - mean) * scale + beta
 
-    config = layer.get_config()
-    config["use_bias"] = True
-    folded = type(layer).from_config(config)
-    folded.build(input_shape)
+    folded = _layers.clone_layer(layer, use_bias=True)
     folded.kernel.assign(kernel.astype(kernel.dtype))
     folded.bias.assign(bias.astype(kernel.dtype))
     return folded

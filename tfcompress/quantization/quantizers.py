@@ -9,7 +9,7 @@ int8 `.tflite` round the same tensors to the same grid.
 import keras
 from keras import ops
 
-from tfcompress._checks import check_int
+from tfcompress._validate import check_int
 
 _fake_quant = keras.quantizers.fake_quant_with_min_max_vars
 # A channel whose weights are all zero (a pruned filter) still needs a range.

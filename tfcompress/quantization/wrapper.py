@@ -6,19 +6,18 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress._rewrite import wrapper_from_config
-from tfcompress._state import call_with_weights
+from tfcompress import _layers
+from tfcompress._state import zero_mask
+from tfcompress._wrapper import CompressionWrapper, already_wrapped_message
+from tfcompress.clustering.centroids import centroid_state, gather_centroids
 from tfcompress.quantization.configs import (
-    FUSABLE_ACTIVATIONS,
     SUPPORTED_LAYER_NAMES,
     QuantizeConfig,
-    activation_name,
     default_quantize_config,
     fixed_range_for,
 )
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 # A kernel with at most this many distinct values is treated as clustered.
 MAX_CLUSTERS = 256
 
@@ -35,7 +34,7 @@ def unsupported_message(layer):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeAnnotate(keras.layers.Wrapper):
+class QuantizeAnnotate(CompressionWrapper):
     """Marks a layer for `quantize_apply`; computes exactly like the layer.
 
     Args:
@@ -46,42 +45,37 @@ class QuantizeAnnotate(keras.layers.Wrapper):
 
     Raises:
         ValueError: if the layer is not in the table and has no config.
+
+    Example:
+
+    >>> annotated = QuantizeAnnotate(keras.layers.Dense(2))
+    >>> annotated(keras.ops.ones((1, 3))).shape
+    TensorShape([1, 2])
     """
 
+    technique = "quantization"
+    name_prefix = "quant_annotate"
+    serialized_args = ("quantize_config",)
+
     def __init__(self, layer, quantize_config=None, **kwargs):
-        if quantize_config is not None and not isinstance(quantize_config, QuantizeConfig):
-            raise ValueError(
-                "quantize_config must be a QuantizeConfig or None. "
-                f"Received: quantize_config={quantize_config!r}"
-            )
-        if quantize_config is None and default_quantize_config(layer) is None:
-            raise ValueError(unsupported_message(layer))
-        kwargs.setdefault("name", f"quant_annotate_{layer.name}")
+        _resolve_config(layer, quantize_config)
         super().__init__(layer, **kwargs)
         self.quantize_config = quantize_config
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.built = True
-
-    def call(self, inputs, training=None, mask=None):
-        if getattr(self.layer, "_call_has_training_arg", False):
-            return self.layer(inputs, training=training)
-        return self.layer(inputs)
-
-    def get_config(self):
-        config = super().get_config()
-        config["quantize_config"] = keras.saving.serialize_keras_object(self.quantize_config)
-        return config
-
     @classmethod
-    def from_config(cls, config):
-        return wrapper_from_config(cls, config, ("quantize_config",))
+    def check_layer(cls, layer):
+        _check_plain_layer(cls, layer)
+
+    @property
+    def target_weights(self):
+        return []
+
+    def weight_values(self, training):
+        return []
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeWrapper(keras.layers.Wrapper):
+class QuantizeWrapper(CompressionWrapper):
     """Runs a layer with fake-quantized weights, inputs and output.
 
     Weights go through their `WeightQuantizer` on every call (the optimizer
@@ -92,7 +86,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     A non-fusable activation of the inner layer (e.g. softmax after Dense) is
     split off and applied by the wrapper, with the pre-activation tensor
-    quantized in between, as TFLite runs it as a separate op.
+    quantized in between, as TFLite runs it as a separate op. The wrapper then
+    holds a copy of the layer with a linear activation; the layer it was
+    given is not changed.
 
     Use `quantize_model` / `quantize_apply` rather than this class directly.
 
@@ -125,6 +121,17 @@ class QuantizeWrapper(keras.layers.Wrapper):
     ['input0_count', 'input0_max', 'input0_min', 'output_count', 'output_max', 'output_min']
     """
 
+    technique = "quantization"
+    name_prefix = "quant"
+    config_args = (
+        "quantize_inputs",
+        "quantize_output",
+        "preserve_sparsity",
+        "cluster_counts",
+        "activation",
+    )
+    serialized_args = ("quantize_config",)
+
     def __init__(
         self,
         layer,
@@ -136,16 +143,14 @@ class QuantizeWrapper(keras.layers.Wrapper):
         activation=None,
         **kwargs,
     ):
-        if quantize_config is None:
-            quantize_config = default_quantize_config(layer)
-            if quantize_config is None:
-                raise ValueError(unsupported_message(layer))
-        if not isinstance(quantize_config, QuantizeConfig):
-            raise ValueError(
-                "quantize_config must be a QuantizeConfig or None. "
-                f"Received: quantize_config={quantize_config!r}"
-            )
-        kwargs.setdefault("name", f"quant_{layer.name}")
+        quantize_config = _resolve_config(layer, quantize_config)
+        # Split a non-fusable activation off a layer with weights (on a copy).
+        if activation is None and quantize_config.weights and hasattr(layer, "activation"):
+            name = _layers.activation_name(layer.activation)
+            if name is not None and name not in _layers.FUSABLE_ACTIVATIONS:
+                activation = name
+                kwargs.setdefault("name", f"{self.name_prefix}_{layer.name}")
+                layer = _layers.clone_layer(layer, activation="linear")
         super().__init__(layer, **kwargs)
         self.quantize_config = quantize_config
         self.quantize_inputs = (
@@ -156,18 +161,23 @@ class QuantizeWrapper(keras.layers.Wrapper):
         )
         self.preserve_sparsity = bool(preserve_sparsity)
         self.cluster_counts = dict(cluster_counts or {})
-        # Split a non-fusable activation off a layer with weights.
-        if activation is None and quantize_config.weights and hasattr(layer, "activation"):
-            name = activation_name(layer.activation)
-            if name is not None and name not in FUSABLE_ACTIVATIONS:
-                activation = name
-                layer.activation = keras.activations.get("linear")
         self.activation = activation
-        # Initial values of masks / cluster indices, taken from a built layer.
-        self._initial = {}
-        if layer.built and (self.preserve_sparsity or self.cluster_counts):
-            for name in quantize_config.weights:
-                self._initial[name] = keras.ops.convert_to_numpy(self._weight(name))
+
+    @classmethod
+    def supports(cls, layer):
+        return default_quantize_config(layer) is not None
+
+    @classmethod
+    def unsupported_message(cls, layer):
+        return unsupported_message(layer)
+
+    @classmethod
+    def check_layer(cls, layer):
+        _check_plain_layer(cls, layer)
+
+    @property
+    def target_weights(self):
+        return [self._weight(name) for name in self.quantize_config.weights]
 
     def _weight(self, name):
         variable = getattr(self.layer, name, None)
@@ -178,42 +188,17 @@ class QuantizeWrapper(keras.layers.Wrapper):
             )
         return variable
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._masks, self._clusters = {}, {}
+    def build_state(self, input_shape):
+        self._zeros, self._clusters = {}, {}
         for name in self.quantize_config.weights:
             variable = self._weight(name)
-            initial = self._initial.get(name)
-            shape = tuple(variable.shape)
+            # The weights the layer holds now: the trained ones when wrapping,
+            # initial ones when rebuilt from a config (the saved state follows).
+            values = keras.ops.convert_to_numpy(variable)
             if name in self.cluster_counts:
-                k = int(self.cluster_counts[name])
-                centroids, indices = np.unique(
-                    initial if initial is not None else np.zeros(1), return_inverse=True
-                )
-                if initial is not None and centroids.size <= k:
-                    centroids = np.pad(centroids, (0, k - centroids.size))
-                    indices = indices.reshape(shape)
-                else:  # rebuilt from a config: the saved values are loaded next
-                    centroids, indices = np.zeros(k), np.zeros(shape, "int32")
-                idx = self.add_weight(
-                    name=f"{name}_cluster_indices", shape=shape, dtype="int32", trainable=False,
-                    initializer=keras.initializers.Constant(indices.astype("int32")),
-                )
-                cen = self.add_weight(
-                    name=f"{name}_centroids", shape=(k,), trainable=True,
-                    initializer=keras.initializers.Constant(centroids.astype("float32")),
-                )
-                self._clusters[name] = (idx, cen)
-                # The centroids are trained instead of the kernel.
-                variable.trainable = False
+                self._clusters[name] = self._build_clusters(name, variable, values)
             if self.preserve_sparsity:
-                mask = (initial != 0) if initial is not None else np.ones(shape)
-                self._masks[name] = self.add_weight(
-                    name=f"{name}_mask", shape=shape, trainable=False,
-                    initializer=keras.initializers.Constant(mask.astype("float32")),
-                )
-        self._initial = {}
+                self._zeros[name] = zero_mask(self, f"{name}_mask", values)
 
         shapes = input_shape if _is_shape_list(input_shape) else [input_shape]
         flags = self.quantize_inputs
@@ -227,7 +212,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         # SeparableConv runs as DEPTHWISE_CONV_2D + CONV_2D in TFLite: the
         # tensor between them gets its own range.
         self._intermediate = None
-        if isinstance(self.layer, _SEPARABLE) and "depthwise_kernel" in self.quantize_config.weights:
+        if isinstance(self.layer, _layers.SEPARABLE_LAYERS) and (
+            "depthwise_kernel" in self.quantize_config.weights
+        ):
             q = ActivationQuantizer()
             self._intermediate = (q, q.build(self, "intermediate"))
         self._pre_activation = None
@@ -241,40 +228,47 @@ class QuantizeWrapper(keras.layers.Wrapper):
             if fixed is not None:
                 q = ActivationQuantizer(fixed_range=fixed)
             self._output = (q, q.build(self, "output"))
-        self.built = True
 
-    def quantized_weights(self):
-        """Dict {weight name: the fake-quantized tensor the layer computes with}."""
-        out = {}
+    def _build_clusters(self, name, variable, values):
+        k = int(self.cluster_counts[name])
+        centroids, indices = np.unique(values, return_inverse=True)
+        if centroids.size <= k:
+            centroids = np.pad(centroids, (0, k - centroids.size))
+            indices = indices.reshape(values.shape)
+        else:  # rebuilt from a config: the saved values are loaded next
+            centroids, indices = np.zeros(k), np.zeros(values.shape, "int32")
+        state = centroid_state(
+            self, f"{name}_centroids", f"{name}_cluster_indices", centroids, indices
+        )
+        # The (fixed-index) centroids train instead of the kernel.
+        variable.trainable = False
+        return state
+
+    def weight_values(self, training):
+        values = []
         for name, quantizer in self.quantize_config.weights.items():
             value = self._weight(name)
             if name in self._clusters:
-                idx, cen = self._clusters[name]
-                value = ops.take(cen, idx)
-                quantizer = WeightQuantizer(num_bits=quantizer.num_bits)  # shared values
-            if name in self._masks:
-                value = value * self._masks[name]
-            out[name] = quantizer(ops.convert_to_tensor(value))
-        return out
+                value = gather_centroids(*self._clusters[name])
+                # Shared values share one scale, so they stay shared in int8.
+                quantizer = WeightQuantizer(num_bits=quantizer.num_bits)
+            if name in self._zeros:
+                value = value * self._zeros[name]
+            values.append(quantizer(ops.convert_to_tensor(value)))
+        return values
 
     def call(self, inputs, training=None, mask=None):
-        training = bool(training) if isinstance(training, bool) else False
+        training = training is True
         multi = isinstance(inputs, (list, tuple))
         xs = list(inputs) if multi else [inputs]
         for i, q, state in self._input_quantizers:
             xs[i] = q(xs[i], state, training)
         x = xs if multi else xs[0]
-        weights = self.quantized_weights()
-        subs = [(self._weight(name), value) for name, value in weights.items()]
-        kwargs = {}
-        if getattr(self.layer, "_call_has_training_arg", False):
-            kwargs["training"] = training
+        weights = self.weight_values(training)
         if self._intermediate is not None:
-            y = self._separable_conv(x, weights, training)
-        elif subs:
-            y = call_with_weights(self.layer, subs, x, **kwargs)
+            y = self._separable_conv(x, dict(zip(self.quantize_config.weights, weights)), training)
         else:
-            y = self.layer(x, **kwargs)
+            y = self.call_wrapped(list(zip(self.target_weights, weights)), x, training=training)
         if self._pre_activation is not None:
             q, state = self._pre_activation
             y = keras.activations.get(self.activation)(q(y, state, training))
@@ -304,23 +298,30 @@ class QuantizeWrapper(keras.layers.Wrapper):
             y = y + bias
         return layer.activation(y) if layer.activation is not None else y
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "quantize_config": keras.saving.serialize_keras_object(self.quantize_config),
-                "quantize_inputs": self.quantize_inputs,
-                "quantize_output": self.quantize_output,
-                "preserve_sparsity": self.preserve_sparsity,
-                "cluster_counts": self.cluster_counts,
-                "activation": self.activation,
-            }
-        )
-        return config
 
-    @classmethod
-    def from_config(cls, config):
-        return wrapper_from_config(cls, config, ("quantize_config",))
+def _check_plain_layer(cls, layer):
+    # Whether the layer is supported depends on the QuantizeConfig, which the
+    # constructor checks first (`_resolve_config`).
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            f"{cls.__name__} wraps a keras.layers.Layer. Received: "
+            f"layer={layer!r} of type {type(layer).__name__}"
+        )
+    if isinstance(layer, CompressionWrapper):
+        raise ValueError(already_wrapped_message(layer, cls))
+
+
+def _resolve_config(layer, quantize_config):
+    if quantize_config is None:
+        quantize_config = default_quantize_config(layer)
+        if quantize_config is None:
+            raise ValueError(unsupported_message(layer))
+    if not isinstance(quantize_config, QuantizeConfig):
+        raise ValueError(
+            "quantize_config must be a QuantizeConfig or None. "
+            f"Received: quantize_config={quantize_config!r}"
+        )
+    return quantize_config
 
 
 def count_clusters(value, preserve_clusters):
