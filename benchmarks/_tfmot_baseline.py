@@ -8,16 +8,17 @@ itself. Do not import tfcompress here either (it imports Keras 3).
     TF_USE_LEGACY_KERAS=1 python benchmarks/_tfmot_baseline.py WORKDIR
 
 `WORKDIR` holds what `compare.py` wrote: `config.json` (epochs, batch size,
-learning rates, schedules), `data.npz` (the digits split) and
-`float_weights.npz` (the trained float CNN, so both sides compress the very
-same model). This script writes there the `.tflite` files of each pipeline and
-`tfmot_results.json` (Keras accuracy of each stage, median training-step
-times measured side by side with plain `fit`, versions); `compare.py` evaluates
-and times every `.tflite` itself, so all files are measured alike.
+learning rates, sparsity targets and schedule steps: the demo's recipe),
+`data.npz` (the digits split) and `float_weights.npz` (the trained float CNN,
+so both sides compress the very same model). This script writes there the
+`.tflite` files of each pipeline and `tfmot_results.json` (Keras accuracy of
+each stage, median training-step times measured side by side with plain
+`fit`, versions); `compare.py` evaluates and times every `.tflite` itself, so
+all files are measured alike. The helpers below repeat tfcompress.demo's on
+purpose: this process must not import Keras 3.
 """
 
 import json
-import math
 import os
 import sys
 import time
@@ -74,13 +75,13 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y))
 
 
-def polynomial(final_sparsity, cfg, steps_per_epoch):
-    end = steps_per_epoch * max(1, (2 * cfg["prune_epochs"]) // 3)
+def polynomial(final_sparsity, cfg):
+    """tfcompress.demo.ramp_schedule's steps, from config.json."""
     return tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0,
         final_sparsity=final_sparsity,
         begin_step=0,
-        end_step=end,
+        end_step=cfg["prune_end_step"],
         frequency=cfg["prune_frequency"],
     )
 
@@ -100,8 +101,7 @@ def main():
     x, y, x_test, y_test = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
     weights = np.load(os.path.join(workdir, "float_weights.npz"))
     float_weights = [weights[f"w{i}"] for i in range(len(weights.files))]
-    batch = cfg["batch_size"]
-    steps_per_epoch = math.ceil(len(x) / batch)
+    batch, epochs, rates = cfg["batch_size"], cfg["epochs"], cfg["learning_rates"]
     keras.utils.set_random_seed(cfg["seed"])
     started = time.time()
     results = {"stages": {}, "files": {}}
@@ -120,67 +120,61 @@ def main():
             results["files"][stage] = path
         log(f"{time.time() - started:5.0f}s {stage}: accuracy {results['stages'][stage]:.4f}")
 
-    def fit(model, epochs, callbacks=()):
-        model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=list(callbacks))
+    def fit(model, stage, callbacks=()):
+        compiled(model, rates[stage])
+        model.fit(
+            x, y, epochs=epochs[stage], batch_size=batch, verbose=0, callbacks=list(callbacks)
+        )
+        return model
 
-    float_model = compiled(fresh_float(), cfg["lr_float"])
+    prune_callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
+
+    def prune(final_sparsity, stage):
+        pruned = fit(
+            tfmot.sparsity.keras.prune_low_magnitude(
+                fresh_float(), pruning_schedule=polynomial(final_sparsity, cfg)
+            ),
+            "prune",
+            prune_callbacks,
+        )
+        stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+        record(stage, compiled(stripped, rates["prune"]))
+        return pruned, stripped
+
+    def quantize(model, scheme, stage):
+        annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+        qat = fit(tfmot.quantization.keras.quantize_apply(annotated, scheme), "qat")
+        record(stage, qat, to_tflite(qat, int8=True))
+        return qat
+
+    float_model = compiled(fresh_float(), rates["float"])
     record("float", float_model, to_tflite(float_model, int8=False))
 
     # prune 80% -> strip -> QAT keeping the zeros (prune-preserving scheme).
-    prune_callbacks = [tfmot.sparsity.keras.UpdatePruningStep()]
-    pruned80 = compiled(
-        tfmot.sparsity.keras.prune_low_magnitude(
-            fresh_float(), pruning_schedule=polynomial(0.8, cfg, steps_per_epoch)
-        ),
-        cfg["lr_prune"],
-    )
-    fit(pruned80, cfg["prune_epochs"], prune_callbacks)
-    stripped80 = tfmot.sparsity.keras.strip_pruning(pruned80)
-    record("prune80", compiled(stripped80, cfg["lr_prune"]))
-    qat80 = compiled(
-        tfmot.quantization.keras.quantize_apply(
-            tfmot.quantization.keras.quantize_annotate_model(stripped80),
-            tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(),
-        ),
-        cfg["lr_qat"],
-    )
-    fit(qat80, cfg["qat_epochs"])
-    record("prune80_qat", qat80, to_tflite(qat80, int8=True))
+    combine = tfmot.experimental.combine
+    pruned80, stripped80 = prune(cfg["sparsity"]["prune_qat"], "prune80")
+    qat80 = quantize(stripped80, combine.Default8BitPrunePreserveQuantizeScheme(), "prune80_qat")
 
     # prune 90% -> strip -> cluster 16 (k-means++, keep zeros) -> strip ->
     # QAT keeping zeros and clusters.
-    pruned90 = compiled(
-        tfmot.sparsity.keras.prune_low_magnitude(
-            fresh_float(), pruning_schedule=polynomial(0.9, cfg, steps_per_epoch)
-        ),
-        cfg["lr_prune"],
-    )
-    fit(pruned90, cfg["prune_epochs"], prune_callbacks)
-    stripped90 = tfmot.sparsity.keras.strip_pruning(pruned90)
-    record("prune90", compiled(stripped90, cfg["lr_prune"]))
-    clustered = compiled(
-        tfmot.clustering.keras.cluster_weights(
+    _, stripped90 = prune(cfg["sparsity"]["prune_cluster_qat"], "prune90")
+    clustering = tfmot.clustering.keras
+    clustered = fit(
+        clustering.cluster_weights(
             stripped90,
             number_of_clusters=cfg["clusters"],
-            cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
+            cluster_centroids_init=clustering.CentroidInitialization.KMEANS_PLUS_PLUS,
             preserve_sparsity=True,
         ),
-        cfg["lr_cluster"],
+        "cluster",
     )
-    fit(clustered, cfg["cluster_epochs"])
-    stripped_clustered = tfmot.clustering.keras.strip_clustering(clustered)
-    record("prune90_cluster", compiled(stripped_clustered, cfg["lr_cluster"]))
-    pcqat = compiled(
-        tfmot.quantization.keras.quantize_apply(
-            tfmot.quantization.keras.quantize_annotate_model(stripped_clustered),
-            tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(
-                preserve_sparsity=True
-            ),
-        ),
-        cfg["lr_qat"],
+    stripped_clustered = clustering.strip_clustering(clustered)
+    record("prune90_cluster", compiled(stripped_clustered, rates["cluster"]))
+    pcqat = quantize(
+        stripped_clustered,
+        combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True),
+        "prune90_cluster_qat",
     )
-    fit(pcqat, cfg["qat_epochs"])
-    record("prune90_cluster_qat", pcqat, to_tflite(pcqat, int8=True))
 
     # Training-step time of each technique vs plain fit of the same float
     # model, in this process, round-robin. The stage models above are done
@@ -194,8 +188,8 @@ def main():
         while not os.path.exists(gate) and time.time() < deadline:
             time.sleep(0.5)
     log(f"{time.time() - started:5.0f}s timing training steps")
-    plain = compiled(fresh_float(), cfg["lr_float"])
-    qat = compiled(tfmot.quantization.keras.quantize_model(fresh_float()), cfg["lr_qat"])
+    plain = compiled(fresh_float(), rates["float"])
+    qat = compiled(tfmot.quantization.keras.quantize_model(fresh_float()), rates["qat"])
     seconds, ratios = step_time_ratios(
         {
             "plain": (plain, []),

@@ -1,136 +1,49 @@
-"""tfcompress.Distiller vs keras.distillation.Distiller on the bundled digits.
+"""tfcompress.Distiller vs keras.distillation.Distiller with few labels, on the digits.
 
-Reports, in one run and on the same teacher / student architectures:
+Reports, in one run, with the demo CNN as teacher and `demo.small_student()`:
 
-1. Accuracy on the digits test split of the teacher, of the student trained on
-   few labels alone, and of the student distilled from the teacher on the same
-   few labels -- by tfcompress and by Keras (given a correct
-   `keras.losses.KLDivergence()` instance), averaged over seeds.
-2. Keras' default `LogitsDistillation(temperature=3)` (loss given as the string
+1. Test accuracy of the teacher, of the student trained on few labels alone,
+   and of the student distilled from the teacher on the same few labels, by
+   tfcompress and by Keras (given a correct `keras.losses.KLDivergence()`),
+   over several seeds.
+2. Keras' default `LogitsDistillation` (loss given as the string
    "kl_divergence", applied to raw logits): its distillation loss goes
    negative and the student's accuracy drops.
-3. Median training-step time of both distillers (interleaved rounds, so both
-   see the same machine load), and the ratio tfcompress / Keras.
+3. Training-step time of each distiller relative to plain `fit` of the student,
+   side by side (`_timing.step_time_ratios`), and the ratio tfcompress / Keras.
 
-Run: `python benchmarks/distill_step_time.py [--labels 150] [--seeds 3]`.
+    python benchmarks/distill_step_time.py [--labels 150] [--seeds 3]
+
 Needs Keras >= 3.12 for `keras.distillation`.
 """
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfcompress import Distiller, datasets  # noqa: E402
+from tfcompress import datasets, demo  # noqa: E402
 
-
-SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-ALPHA, TEMPERATURE = 0.1, 4.0
-
-
-def make_teacher():
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(10),
-        ],
-        name="teacher",
-    )
-
-
-def make_student():
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(10),
-        ],
-        name="student",
-    )
-
-
-def accuracy(model, x, y):
-    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=512), -1) == y))
-
-
-def ours(teacher, lr=1e-2, **compile_kwargs):
-    distiller = Distiller(make_student(), teacher)
-    distiller.compile(
-        keras.optimizers.Adam(lr), alpha=ALPHA, temperature=TEMPERATURE, **compile_kwargs
-    )
-    return distiller
-
-
-def keras_distiller(teacher, loss=None, lr=1e-2, **compile_kwargs):
-    """keras.distillation.Distiller; `loss=None` keeps Keras' default string."""
-    kd = keras.distillation
-    logits = (
-        kd.LogitsDistillation(temperature=TEMPERATURE)
-        if loss is None
-        else kd.LogitsDistillation(temperature=TEMPERATURE, loss=loss)
-    )
-    distiller = kd.Distiller(
-        teacher=teacher,
-        student=make_student(),
-        distillation_losses=logits,
-        student_loss_weight=ALPHA,
-    )
-    distiller.compile(keras.optimizers.Adam(lr), loss=SCCE, **compile_kwargs)
-    return distiller
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of each training batch (one step per batch)."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-
-def step_times(make, x, y, rounds, steps, batch_size):
-    """Per-round median step time after a warm-up fit (tracing excluded)."""
-    distiller = make()
-    distiller.fit(x[: batch_size * 5], y[: batch_size * 5], batch_size=batch_size, verbose=0)
-    medians = []
-    for _ in range(rounds):
-        timer = StepTimer()
-        n = steps * batch_size
-        distiller.fit(x[:n], y[:n], batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
-        medians.append(statistics.median(timer.times))
-        yield medians[-1]
+# benchmarks/ is sys.path[0] when this script runs.
+from _distillers import CONTENDERS, contenders  # noqa: E402
+from _timing import step_time_ratios  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=150, help="labelled training digits")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=7, help="timing rounds per distiller")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-2, help="the students'")
+    parser.add_argument("--timing-steps", type=int, default=150, help="timed steps per model")
+    parser.add_argument("--batch-size", type=int, default=64, help="of the timed steps")
     args = parser.parse_args()
 
     (x_train, y_train), (x_test, y_test) = datasets.load_digits()
     keras.utils.set_random_seed(0)
-    teacher = make_teacher()
-    teacher.compile(keras.optimizers.Adam(3e-3), SCCE)
-    teacher.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0)
-    teacher_acc = accuracy(teacher, x_test, y_test)
+    teacher = demo.train_float(x_train, y_train, demo.EPOCHS["float"], verbose=0)
 
     # Few labels: the same `--labels` digits for every run, tiled so that
     # 3 epochs are ~280 steps at batch 32.
@@ -138,59 +51,49 @@ def main():
     reps = max(1, 3000 // args.labels)
     x_few, y_few = np.tile(x_train[idx], (reps, 1, 1, 1)), np.tile(y_train[idx], reps)
 
-    runs = {
-        "student alone": lambda: None,
-        "tfcompress.Distiller": lambda: ours(teacher, steps_per_execution=16),
-        "keras Distiller, KLDivergence()": lambda: keras_distiller(
-            teacher, keras.losses.KLDivergence(), steps_per_execution=16
-        ),
-        "keras Distiller, default loss": lambda: keras_distiller(
-            teacher, None, steps_per_execution=16
-        ),
-    }
+    makers = contenders(teacher, args.learning_rate, steps_per_execution=16)
     results = {}
-    for name, make in runs.items():
-        accs, last_distill = [], []
+    for key, make in makers.items():
+        accuracies, lowest_distillation_loss = [], []
         for seed in range(args.seeds):
             keras.utils.set_random_seed(seed)
             model = make()
-            if model is None:
-                model = make_student()
-                model.compile(keras.optimizers.Adam(1e-2), SCCE, steps_per_execution=16)
             history = model.fit(x_few, y_few, epochs=3, batch_size=32, verbose=0)
             student = getattr(model, "student", model)
-            accs.append(accuracy(student, x_test, y_test))
+            accuracies.append(demo.keras_accuracy(student, x_test, y_test))
             if "distillation_loss" in history.history:
-                last_distill.append(min(history.history["distillation_loss"]))
-        results[name] = (accs, last_distill)
+                lowest_distillation_loss.append(min(history.history["distillation_loss"]))
+        results[key] = (accuracies, lowest_distillation_loss)
 
     print(f"\nDigits, {args.labels} labelled training examples, {args.seeds} seeds, "
-          f"alpha={ALPHA}, temperature={TEMPERATURE}")
+          f"alpha={demo.DISTILL_ALPHA}, temperature={demo.DISTILL_TEMPERATURE}")
     print(f"  teacher ({teacher.count_params():,} params, all {len(x_train)} labels): "
-          f"{teacher_acc:.3f}")
-    n_student = make_student().count_params()
-    for name, (accs, distill) in results.items():
-        extra = f"   lowest distillation_loss {min(distill):+.3f}" if distill else ""
-        print(f"  {name:<33} ({n_student:,} params): {np.mean(accs):.3f} "
-              f"(seeds: {', '.join(f'{a:.3f}' for a in accs)}){extra}")
+          f"{demo.keras_accuracy(teacher, x_test, y_test):.3f}")
+    params = demo.small_student().count_params()
+    for key, (accuracies, distillation) in results.items():
+        tool, setup = CONTENDERS[key]
+        extra = f"   lowest distillation_loss {min(distillation):+.3f}" if distillation else ""
+        seeds = ", ".join(f"{a:.3f}" for a in accuracies)
+        print(f"  {tool}, {setup} ({params:,} params): {np.mean(accuracies):.3f} "
+              f"(seeds: {seeds}){extra}")
 
-    # Step time: alternate rounds of the two distillers on the same models.
-    print(f"\nTraining-step time, batch {args.batch_size}, median of {args.rounds} rounds "
-          "(interleaved):")
+    # Step time: the student alone and both distillers (given KLDivergence()),
+    # one step each in turn.
     keras.utils.set_random_seed(0)
-    ours_gen = step_times(lambda: ours(teacher), x_train, y_train, args.rounds, 15, args.batch_size)
-    theirs_gen = step_times(
-        lambda: keras_distiller(teacher, keras.losses.KLDivergence()),
-        x_train, y_train, args.rounds, 15, args.batch_size,
+    makers = contenders(teacher, args.learning_rate)
+    models = {"plain": makers["student"]()}
+    models.update({key: makers[key]() for key in ("keras_distiller", "ours_distiller")})
+    seconds, ratios = step_time_ratios(
+        models, x_train, y_train, args.timing_steps, args.batch_size
     )
-    ours_t, theirs_t = [], []
-    for a, b in zip(ours_gen, theirs_gen):
-        ours_t.append(a)
-        theirs_t.append(b)
-    ours_ms, theirs_ms = 1e3 * statistics.median(ours_t), 1e3 * statistics.median(theirs_t)
-    print(f"  tfcompress.Distiller              {ours_ms:7.2f} ms/step")
-    print(f"  keras.distillation.Distiller      {theirs_ms:7.2f} ms/step")
-    print(f"  ratio tfcompress / keras          {ours_ms / theirs_ms:7.2f}x")
+    print(f"\nTraining-step time, batch {args.batch_size}, median of {args.timing_steps} "
+          "steps taken in turn:")
+    for key, label in (("plain", "student alone (plain fit)"),
+                       ("keras_distiller", "keras.distillation.Distiller"),
+                       ("ours_distiller", "tfcompress.Distiller")):
+        print(f"  {label:<32} {1e3 * seconds[key]:7.2f} ms/step, {ratios[key]:.2f}x plain")
+    ours_over_keras = ratios["ours_distiller"] / ratios["keras_distiller"]
+    print(f"  ratio tfcompress / keras         {ours_over_keras:7.2f}x")
 
 
 if __name__ == "__main__":

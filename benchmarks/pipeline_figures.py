@@ -1,18 +1,18 @@
-"""The full compression pipeline on the digits CNN, with its figures.
+"""The demo's prune -> cluster -> QAT pipeline on the digits CNN, stage by stage.
 
-float -> prune (sparsity allocated per layer, PolynomialDecay) -> cluster
-(preserving sparsity, clusters per layer) -> QAT int8 (preserving sparsity and
-clusters) -> int8 `.tflite`; then the compression report of the final file.
+float -> prune (sparsity per layer, PolynomialDecay) -> cluster (preserving
+sparsity, clusters per layer) -> QAT int8 (preserving sparsity and clusters)
+-> int8 `.tflite`, all by `tfcompress.demo.train_pipeline` with the demo's
+epochs unless given; then the compression report of the final file.
 
-Run:  .venv/bin/python benchmarks/pipeline_figures.py [--out DIR] [--seed 0]
+    python benchmarks/pipeline_figures.py [--out DIR] [--seed 0] [--uniform]
 
-Prints a table (accuracy Keras / TFLite, file size, gzip size, ratio to the
-float32 `.tflite`) and writes `pipeline_figures.json` plus the final `.tflite`
-to `--out`.
+Prints each stage's accuracy (Keras / TFLite), file size, gzip size and ratio
+to the float32 `.tflite`; writes `pipeline_figures.json` and the final
+`.tflite` to `--out`.
 """
 
 import argparse
-import gzip
 import json
 import os
 import time
@@ -20,44 +20,32 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import tfcompress  # noqa: E402
-from tfcompress import datasets, lite  # noqa: E402
-from tfcompress import demo  # noqa: E402
+from tfcompress import datasets, demo, lite  # noqa: E402
 
-def keras_accuracy(model, x, y):
-    return float(np.mean(np.argmax(model.predict(x, verbose=0, batch_size=256), -1) == y))
-
-
-def gz(data):
-    return len(gzip.compress(data, compresslevel=9, mtime=0))
+from _tflite_figures import file_figures  # noqa: E402  (benchmarks/ is sys.path[0])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/out")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--float-epochs", type=int, default=30)
-    parser.add_argument("--prune-epochs", type=int, default=15)
-    parser.add_argument("--cluster-epochs", type=int, default=4)
-    parser.add_argument("--qat-epochs", type=int, default=4)
-    # Sparsity per layer: Dense 256 holds 93% of the weights and tolerates
-    # the most; the first conv has 288 weights and is the most sensitive.
-    parser.add_argument("--sparsity", default=_spec(demo.HEADLINE_SPARSITY))
-    parser.add_argument("--clusters", default=_spec(demo.HEADLINE_CLUSTERS))
+    stages = ("float", "prune", "cluster", "qat")
+    for stage in stages:
+        parser.add_argument(f"--{stage}-epochs", type=int, default=demo.EPOCHS[stage])
+    parser.add_argument("--sparsity", default=_spec(demo.HEADLINE_SPARSITY),
+                        help="layer=fraction,... (default: the demo's)")
+    parser.add_argument("--clusters", default=_spec(demo.HEADLINE_CLUSTERS),
+                        help="layer=count,... (default: the demo's)")
     parser.add_argument("--uniform", action="store_true", help="90%% everywhere, 16 clusters")
     args = parser.parse_args()
 
-    def parse(spec, cast):
-        return {k: cast(v) for k, v in (item.split("=") for item in spec.split(","))}
-
     if args.uniform:
-        sparsity = dict.fromkeys(demo.HEADLINE_SPARSITY, 0.9)
-        clusters = 16
+        sparsity, clusters = 0.9, 16
     else:
-        sparsity = parse(args.sparsity, float)
-        clusters = parse(args.clusters, int)
+        sparsity, clusters = _parse(args.sparsity, float), _parse(args.clusters, int)
+    epochs = {stage: getattr(args, f"{stage}_epochs") for stage in stages}
 
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
@@ -65,27 +53,23 @@ def main():
     rows, started = [], time.time()
 
     def record(stage, model, flatbuffer=None):
-        row = {"stage": stage, "keras_accuracy": keras_accuracy(model, x_test, y_test)}
+        row = {"stage": stage, "keras_accuracy": demo.keras_accuracy(model, x_test, y_test)}
         if flatbuffer is not None:
-            row.update(
-                tflite_accuracy=lite.evaluate(flatbuffer, x_test, y_test)["accuracy"],
-                tflite_bytes=len(flatbuffer),
-                gzip_bytes=gz(flatbuffer),
-            )
+            figures = file_figures(flatbuffer, x_test, y_test)
+            row.update(tflite_accuracy=figures["acc"], tflite_bytes=figures["bytes"],
+                       gzip_bytes=figures["gzip"])
         rows.append(row)
         print(f"[{time.time() - started:6.0f}s] {stage}: {row}", flush=True)
 
-    model = demo.compile_classifier(demo.demo_cnn())
-    model.fit(x, y, epochs=args.float_epochs, batch_size=demo.BATCH_SIZE, verbose=0)
+    model = demo.train_float(x, y, epochs["float"], verbose=0)
     record("float32", model, lite.convert(model))
-    epochs = {"prune": args.prune_epochs, "cluster": args.cluster_epochs, "qat": args.qat_epochs}
-    qat, stages = demo.train_pipeline(model, x, y, epochs, sparsity, clusters, verbose=0)
-    record("pruned", stages["pruned"])
-    record("pruned+clustered", stages["clustered"])
+    models = demo.train_pipeline(model, x, y, epochs, sparsity, clusters, verbose=0)
+    record("pruned", models.pruned)
+    record("pruned+clustered", models.clustered)
     final = lite.convert(
-        qat, quantization="int8", output_path=os.path.join(args.out, "pipeline_int8.tflite")
+        models.qat, quantization="int8", output_path=os.path.join(args.out, "pipeline_int8.tflite")
     )
-    record("pruned+clustered+QAT int8", qat, final)
+    record("pruned+clustered+QAT int8", models.qat, final)
     report = tfcompress.summarize(final)
     print(report)
     base, last = rows[0], rows[-1]
@@ -116,6 +100,10 @@ def main():
 
 def _spec(setting):
     return ",".join(f"{name}={value}" for name, value in setting.items())
+
+
+def _parse(spec, cast):
+    return {name: cast(value) for name, value in (item.split("=") for item in spec.split(","))}
 
 
 if __name__ == "__main__":

@@ -40,53 +40,118 @@ class Variant:
 
 def demo_cnn():
     """The demo model: Conv 32 - Conv 64 - MaxPool - Dense 256 - Dense 10."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
-            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
-            layers.MaxPooling2D(2, name="pool"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(256, activation="relu", name="dense"),
-            layers.Dense(10, name="logits"),
-        ],
-        name="digits_cnn",
-    )
+    return _cnn(32, 64, 256, name="digits_cnn")
 
 
 def small_student():
-    """A student with ~20x fewer weights than `demo_cnn`."""
+    """A student with ~30x fewer weights than `demo_cnn`: Conv 8 - Conv 16 - Dense 32."""
+    return _cnn(8, 16, 32, name="student")
+
+
+def _cnn(conv1, conv2, dense, name):
     layers = keras.layers
     return keras.Sequential(
         [
             keras.Input((8, 8, 1)),
-            layers.Conv2D(8, 3, padding="same", activation="relu"),
-            layers.Conv2D(16, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(32, activation="relu"),
-            layers.Dense(10),
+            layers.Conv2D(conv1, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(conv2, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(dense, activation="relu", name="dense"),
+            layers.Dense(10, name="logits"),
         ],
-        name="student",
+        name=name,
     )
 
 
-def compile_classifier(model, learning_rate=1e-3):
-    """Adam + sparse crossentropy on logits + accuracy."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
+# The demo's training recipe; the benchmarks reuse it, so every published
+# figure comes from these numbers. Quick runs take about a third of the epochs.
+EPOCHS = {"float": 20, "prune": 12, "cluster": 4, "qat": 3, "distill": 20}
+LEARNING_RATES = {"float": 1e-3, "prune": 5e-4, "cluster": 3e-4, "qat": 1e-4, "distill": 3e-3}
+DISTILL_ALPHA = 0.1
+DISTILL_TEMPERATURE = 4.0
+CALIBRATION_EXAMPLES = 300  # training images that calibrate post-training int8
 
 # Sparsity per layer: Dense 256 holds 93% of the weights and tolerates 95%;
 # the first conv has 288 weights and sees raw pixels, so it is pruned lightly.
 # Overall the model ends about 94% sparse.
 HEADLINE_SPARSITY = {"conv1": 0.5, "conv2": 0.85, "dense": 0.95, "logits": 0.8}
 HEADLINE_CLUSTERS = {"conv1": 16, "conv2": 16, "dense": 8, "logits": 16}
+
+
+def demo_epochs(quick=False):
+    """Epochs of each stage: `EPOCHS`, or about a third of each for a smoke run.
+
+    Example:
+
+    >>> demo_epochs(quick=True)
+    {'float': 7, 'prune': 4, 'cluster': 1, 'qat': 1, 'distill': 7}
+    """
+    scale = 0.34 if quick else 1.0
+    return {stage: max(1, round(count * scale)) for stage, count in EPOCHS.items()}
+
+
+def compile_classifier(model, learning_rate=LEARNING_RATES["float"], **compile_kwargs):
+    """Adam + sparse crossentropy on logits + accuracy.
+
+    Args:
+        model: The model to compile (returned, for chaining).
+        learning_rate: Adam's learning rate.
+        **compile_kwargs: Other `keras.Model.compile` arguments
+            (`jit_compile`, `steps_per_execution`, ...).
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        **compile_kwargs,
+    )
+    return model
+
+
+def keras_accuracy(model, x, y):
+    """Top-1 accuracy of a Keras model that outputs logits (or probabilities).
+
+    Args:
+        model: A Keras model (or anything with Keras' `predict`).
+        x: Inputs.
+        y: Integer class labels.
+
+    Returns:
+        The fraction of `x` whose highest output is the label, a float.
+    """
+    logits = model.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def gzip_size(data):
+    """Bytes of `data` gzipped at level 9: what a `.tflite` weighs in an APK."""
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def train_float(x, y, epochs, verbose=2):
+    """Trains a fresh `demo_cnn()` on `(x, y)` and returns it (compiled)."""
+    return _fit(demo_cnn(), LEARNING_RATES["float"], x, y, epochs, verbose)
+
+
+def make_distiller(teacher, student, learning_rate=LEARNING_RATES["distill"], **compile_kwargs):
+    """A compiled `tfcompress.Distiller` with the demo's alpha and temperature.
+
+    Args:
+        teacher: The trained model to learn from (frozen).
+        student: The model that trains.
+        learning_rate: Adam's learning rate for the student.
+        **compile_kwargs: Other `Distiller.compile` arguments.
+    """
+    distiller = tfcompress.Distiller(student=student, teacher=teacher)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        metrics=["accuracy"],
+        alpha=DISTILL_ALPHA,
+        temperature=DISTILL_TEMPERATURE,
+        **compile_kwargs,
+    )
+    return distiller
 
 
 def ramp_schedule(final_sparsity, prune_epochs, num_examples):
@@ -105,46 +170,106 @@ def ramp_schedule(final_sparsity, prune_epochs, num_examples):
     )
 
 
-def train_pipeline(float_model, x, y, epochs, sparsity=None, clusters=None, log=print, verbose=2):
+@dataclasses.dataclass
+class PipelineModels:
+    """The models `train_pipeline` trained.
+
+    Attributes:
+        qat: The trained QAT model, ready for `lite.convert(qat, "int8")`.
+        pruning: The trained model with its pruning wrappers (None if not pruned).
+        pruned: `pruning` stripped of its wrappers.
+        clustering: The trained model with its clustering wrappers (None if
+            not clustered).
+        clustered: `clustering` stripped of its wrappers.
+    """
+
+    qat: keras.Model
+    pruning: keras.Model = None
+    pruned: keras.Model = None
+    clustering: keras.Model = None
+    clustered: keras.Model = None
+
+
+def train_pipeline(
+    float_model,
+    x,
+    y,
+    epochs,
+    sparsity=None,
+    clusters=None,
+    learning_rates=None,
+    log=print,
+    verbose=2,
+):
     """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
 
     Sparsity ramps with `PolynomialDecay` over the first two thirds of the
     pruning epochs; the rest let the network recover at the final sparsity.
+    Each stage starts from a copy of the previous stage's stripped model.
 
     Args:
         float_model: The trained `demo_cnn()`.
         x, y: Training data.
-        epochs: Dict with "prune", "cluster" and "qat" epoch counts.
-        sparsity: `{layer_name: final sparsity}`; defaults to `HEADLINE_SPARSITY`.
-        clusters: Clusters per kernel, an int or `{layer_name: int}`; defaults
-            to `HEADLINE_CLUSTERS`.
+        epochs: Dict with "prune", "cluster" and "qat" epoch counts (as
+            `demo_epochs()`; other keys are ignored).
+        sparsity: Final sparsity, `{layer_name: fraction}` or one fraction for
+            every prunable layer; 0 skips pruning. Defaults to
+            `HEADLINE_SPARSITY`.
+        clusters: Clusters per kernel, `{layer_name: int}` or one int for every
+            clusterable layer; 0 skips clustering. Defaults to
+            `HEADLINE_CLUSTERS`.
+        learning_rates: Adam learning rates `{"prune", "cluster", "qat"}`
+            overriding `LEARNING_RATES`.
         log: Progress printer.
         verbose: `fit` verbosity.
 
     Returns:
-        `(qat_model, stages)`: the trained QAT model, ready for
-        `lite.convert(qat_model, "int8")`, and `{"pruned": ..., "clustered": ...}`,
-        the stripped intermediate models.
+        The trained models, a `PipelineModels`.
     """
     sparsity = HEADLINE_SPARSITY if sparsity is None else sparsity
     clusters = HEADLINE_CLUSTERS if clusters is None else clusters
-    schedules = {
-        name: ramp_schedule(target, epochs["prune"], len(x)) for name, target in sparsity.items()
-    }
-    log(f"  pruning ({epochs['prune']} epochs): {_describe(sparsity, '{:.0%}')}")
-    pruned = compile_classifier(tfcompress.prune_low_magnitude(float_model, schedules), 5e-4)
-    pruned.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["prune"], verbose=verbose)
-    pruned = tfcompress.strip_pruning(pruned)
-    log(f"  clustering ({epochs['cluster']} epochs), zeros kept out: {_describe(clusters, '{}')}")
-    clustered = compile_classifier(
-        tfcompress.cluster_weights(pruned, clusters, preserve_sparsity=True), 3e-4
+    rates = {**LEARNING_RATES, **(learning_rates or {})}
+    models = PipelineModels(qat=None)
+    model = float_model
+    if sparsity:
+        if isinstance(sparsity, dict):
+            schedule = {
+                name: ramp_schedule(target, epochs["prune"], len(x))
+                for name, target in sparsity.items()
+            }
+        else:
+            schedule = ramp_schedule(sparsity, epochs["prune"], len(x))
+        log(f"  pruning ({epochs['prune']} epochs): {_describe(sparsity, '{:.0%}')}")
+        models.pruning = _fit(
+            tfcompress.prune_low_magnitude(model, schedule),
+            rates["prune"], x, y, epochs["prune"], verbose,
+        )
+        model = models.pruned = tfcompress.strip_pruning(models.pruning)
+    keep_zeros = bool(sparsity)
+    if clusters:
+        zeros = ", zeros kept out" if keep_zeros else ""
+        log(f"  clustering ({epochs['cluster']} epochs){zeros}: {_describe(clusters, '{}')}")
+        models.clustering = _fit(
+            tfcompress.cluster_weights(model, clusters, preserve_sparsity=keep_zeros),
+            rates["cluster"], x, y, epochs["cluster"], verbose,
+        )
+        model = models.clustered = tfcompress.strip_clustering(models.clustering)
+    kept = [kind for kind, kept in (("zeros", keep_zeros), ("clusters", clusters)) if kept]
+    log(
+        f"  quantization-aware training ({epochs['qat']} epochs)"
+        + (f", {' and '.join(kept)} kept" if kept else "")
     )
-    clustered.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["cluster"], verbose=verbose)
-    clustered = tfcompress.strip_clustering(clustered)
-    log(f"  quantization-aware training ({epochs['qat']} epochs), zeros and clusters kept")
-    qat = compile_classifier(tfcompress.quantize_model(clustered, preserve_sparsity=True), 1e-4)
-    qat.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["qat"], verbose=verbose)
-    return qat, {"pruned": pruned, "clustered": clustered}
+    models.qat = _fit(
+        tfcompress.quantize_model(model, preserve_sparsity=keep_zeros),
+        rates["qat"], x, y, epochs["qat"], verbose,
+    )
+    return models
+
+
+def _fit(model, learning_rate, x, y, epochs, verbose):
+    compile_classifier(model, learning_rate)
+    model.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs, verbose=verbose)
+    return model
 
 
 def _describe(setting, fmt):
@@ -169,24 +294,18 @@ def run(out_dir="demo_out", quick=False, seed=0, log=print):
     keras.utils.set_random_seed(seed)
     os.makedirs(os.path.join(out_dir, "variants"), exist_ok=True)
     (x, y), (x_test, y_test) = datasets.load_digits()
-    scale = 0.34 if quick else 1.0
-    epochs = {
-        k: max(1, round(v * scale))
-        for k, v in {"float": 20, "qat": 3, "prune": 12, "cluster": 4, "distill": 20}.items()
-    }
+    epochs = demo_epochs(quick)
     runs = 30 if quick else 200
     variants = []
 
     def measure(name, model, flatbuffer):
-        keras_accuracy = _accuracy(model, x_test, y_test)
-        tflite_accuracy = lite.evaluate(flatbuffer, x_test, y_test)["accuracy"]
         latency = lite.benchmark(flatbuffer, num_threads=1, runs=runs)["median_ms"]
         variant = Variant(
             name,
-            keras_accuracy,
-            tflite_accuracy,
+            keras_accuracy(model, x_test, y_test),
+            lite.evaluate(flatbuffer, x_test, y_test)["accuracy"],
             len(flatbuffer),
-            len(gzip.compress(flatbuffer, 9)),
+            gzip_size(flatbuffer),
             latency,
             flatbuffer,
         )
@@ -194,36 +313,30 @@ def run(out_dir="demo_out", quick=False, seed=0, log=print):
         with open(os.path.join(out_dir, "variants", _slug(name) + ".tflite"), "wb") as f:
             f.write(flatbuffer)
         log(
-            f"  -> {name}: Keras {keras_accuracy:.2%}, TFLite {tflite_accuracy:.2%}, "
-            f"{len(flatbuffer):,} B, gzip {variant.gzip_bytes:,} B, {latency:.3f} ms"
+            f"  -> {name}: Keras {variant.keras_accuracy:.2%}, TFLite "
+            f"{variant.tflite_accuracy:.2%}, {len(flatbuffer):,} B, gzip "
+            f"{variant.gzip_bytes:,} B, {latency:.3f} ms"
         )
 
     log(f"[1/6] float CNN on {len(x)} digits ({epochs['float']} epochs)")
-    float_model = compile_classifier(demo_cnn())
-    float_model.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["float"], verbose=2)
+    float_model = train_float(x, y, epochs["float"])
     measure("float32", float_model, lite.convert(float_model))
 
-    log("[2/6] post-training int8 (calibrated on 300 training images)")
-    measure("PTQ int8", float_model, lite.convert(float_model, "int8", representative_data=x[:300]))
+    log(f"[2/6] post-training int8 (calibrated on {CALIBRATION_EXAMPLES} training images)")
+    calibration = x[:CALIBRATION_EXAMPLES]
+    ptq = lite.convert(float_model, "int8", representative_data=calibration)
+    measure("PTQ int8", float_model, ptq)
 
-    log(f"[3/6] QAT int8 ({epochs['qat']} epochs)")
-    qat = compile_classifier(tfcompress.quantize_model(float_model), learning_rate=1e-4)
-    qat.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["qat"], verbose=2)
+    log("[3/6] QAT int8")
+    qat = train_pipeline(float_model, x, y, epochs, sparsity=0, clusters=0, log=log).qat
     measure("QAT int8", qat, lite.convert(qat, "int8"))
 
-    log(f"[4/6] prune 80% + QAT int8 ({epochs['prune']} + {epochs['qat']} epochs)")
-    schedule = ramp_schedule(0.8, epochs["prune"], len(x))
-    pruned = compile_classifier(tfcompress.prune_low_magnitude(float_model, schedule), 5e-4)
-    pruned.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["prune"], verbose=2)
-    pruned_qat = compile_classifier(
-        tfcompress.quantize_model(tfcompress.strip_pruning(pruned), preserve_sparsity=True),
-        learning_rate=1e-4,
-    )
-    pruned_qat.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["qat"], verbose=2)
+    log("[4/6] prune 80% + QAT int8")
+    pruned_qat = train_pipeline(float_model, x, y, epochs, sparsity=0.8, clusters=0, log=log).qat
     measure("prune 80% + QAT int8", pruned_qat, lite.convert(pruned_qat, "int8"))
 
     log("[5/6] prune ~90% + cluster + QAT int8")
-    headline, _ = train_pipeline(float_model, x, y, epochs, log=log)
+    headline = train_pipeline(float_model, x, y, epochs, log=log).qat
     headline_tflite = lite.convert(
         headline, "int8", output_path=os.path.join(out_dir, "model.tflite")
     )
@@ -231,15 +344,12 @@ def run(out_dir="demo_out", quick=False, seed=0, log=print):
 
     log(f"[6/6] distilled small student ({epochs['distill']} epochs) + PTQ int8")
     student = small_student()
-    distiller = tfcompress.Distiller(student=student, teacher=float_model)
-    distiller.compile(
-        optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"], alpha=0.1, temperature=4.0
-    )
+    distiller = make_distiller(float_model, student)
     distiller.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["distill"], verbose=2)
     measure(
         "distilled student + PTQ int8",
         student,
-        lite.convert(student, "int8", representative_data=x[:300]),
+        lite.convert(student, "int8", representative_data=calibration),
     )
 
     elapsed = time.perf_counter() - started
@@ -306,11 +416,6 @@ def plot_tradeoff(variants, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _accuracy(model, x, y):
-    logits = model.predict(x, batch_size=256, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
 def _slug(name):
