@@ -199,56 +199,46 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
         wrapper = make_wrapper(layer, setting)
         return wrapper.build_from_wrapped_layer()
 
-    def wrap_given(layer):
-        # A layer given directly must be compressible, with a setting.
+    def consider(layer, given):
+        # `given`: the layer was passed directly (alone or in a list), so it
+        # must be compressible and have a setting; in a model, others pass.
         if isinstance(layer, wrapper_cls):
             wrapped.add(layer.layer.name)
-            return layer
+            return layer if given else None
         if isinstance(layer, CompressionWrapper):
             raise ValueError(already_wrapped_message(layer, wrapper_cls))
         setting = settings.get(layer.name, settings.get(None))
         if setting is None:
-            raise ValueError(
-                f"{argument} has no entry for layer '{layer.name}'. "
-                f"Received: {argument}={_describe(settings)}"
-            )
-        if not wrapper_cls.supports(layer):
-            raise ValueError(wrapper_cls.unsupported_message(layer))
-        return wrap(layer, setting)
-
-    def wrap_in_model(layer):
-        if isinstance(layer, wrapper_cls):
-            wrapped.add(layer.layer.name)
-            return None
-        if isinstance(layer, CompressionWrapper):
-            raise ValueError(already_wrapped_message(layer, wrapper_cls))
-        setting = settings.get(layer.name, settings.get(None))
-        if setting is None:
+            if given:
+                raise ValueError(
+                    f"{argument} has no entry for layer '{layer.name}'. "
+                    f"Received: {argument}={_describe(settings)}"
+                )
             return None
         if not wrapper_cls.supports(layer):
-            if layer.name in settings:
+            if given or layer.name in settings:
                 raise ValueError(wrapper_cls.unsupported_message(layer))
             if _layers.owns_weights(layer) and not isinstance(layer, _layers.NORMALIZATION_LAYERS):
                 warnings.warn(
                     f"Layer '{layer.name}' ({type(layer).__name__}) has weights but is not "
                     f"supported by {wrapper_cls.technique}; it is left as it is. Define "
                     f"{wrapper_cls.opt_in_method}() on it to include it.",
-                    stacklevel=4,
+                    stacklevel=5,
                 )
             return None
         return wrap(layer, setting)
 
     if isinstance(target, keras.Model):
-        result = map_layers(target, wrap_in_model)
+        result = map_layers(target, lambda layer: consider(layer, given=False))
         where = f"model '{target.name}'"
     elif isinstance(target, keras.layers.Layer):
-        result, where = wrap_given(target), f"layer '{target.name}'"
+        result, where = consider(target, given=True), f"layer '{target.name}'"
     elif isinstance(target, (list, tuple)) and target and all(
         isinstance(layer, keras.layers.Layer) for layer in target
     ):
         # Layers a dict does not name pass through unchanged.
         result = [
-            wrap_given(layer) if layer.name in settings or None in settings else layer
+            consider(layer, given=True) if layer.name in settings or None in settings else layer
             for layer in target
         ]
         where = "the list of layers"

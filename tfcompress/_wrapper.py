@@ -80,13 +80,7 @@ class CompressionWrapper(keras.layers.Wrapper):
     @classmethod
     def check_layer(cls, layer):
         """Raises ValueError unless `layer` is a layer this technique can wrap."""
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                f"{cls.__name__} wraps a keras.layers.Layer. Received: "
-                f"layer={layer!r} of type {type(layer).__name__}"
-            )
-        if isinstance(layer, CompressionWrapper):
-            raise ValueError(already_wrapped_message(layer, cls))
+        check_unwrapped_layer(cls, layer)
         if not cls.supports(layer):
             raise ValueError(cls.unsupported_message(layer))
 
@@ -167,6 +161,17 @@ class CompressionWrapper(keras.layers.Wrapper):
         for key in ("layer",) + tuple(cls.serialized_args):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def check_unwrapped_layer(wrapper_cls, layer):
+    """Raises ValueError unless `layer` is a layer no compression wrapper holds yet."""
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(
+            f"{wrapper_cls.__name__} wraps a keras.layers.Layer. Received: "
+            f"layer={layer!r} of type {type(layer).__name__}"
+        )
+    if isinstance(layer, CompressionWrapper):
+        raise ValueError(already_wrapped_message(layer, wrapper_cls))
 
 
 def already_wrapped_message(wrapper, technique_cls):

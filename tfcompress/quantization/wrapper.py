@@ -8,7 +8,7 @@ from keras import ops
 
 from tfcompress import _layers
 from tfcompress._state import zero_mask
-from tfcompress._wrapper import CompressionWrapper, already_wrapped_message
+from tfcompress._wrapper import CompressionWrapper, check_unwrapped_layer
 from tfcompress.clustering.centroids import centroid_state, gather_centroids
 from tfcompress.quantization.configs import (
     SUPPORTED_LAYER_NAMES,
@@ -64,7 +64,9 @@ class QuantizeAnnotate(CompressionWrapper):
 
     @classmethod
     def check_layer(cls, layer):
-        _check_plain_layer(cls, layer)
+        # Whether the layer is supported depends on the QuantizeConfig, which
+        # the constructor checks first (`_resolve_config`).
+        check_unwrapped_layer(cls, layer)
 
     @property
     def target_weights(self):
@@ -173,7 +175,9 @@ class QuantizeWrapper(CompressionWrapper):
 
     @classmethod
     def check_layer(cls, layer):
-        _check_plain_layer(cls, layer)
+        # Whether the layer is supported depends on the QuantizeConfig, which
+        # the constructor checks first (`_resolve_config`).
+        check_unwrapped_layer(cls, layer)
 
     @property
     def target_weights(self):
@@ -297,18 +301,6 @@ class QuantizeWrapper(CompressionWrapper):
                 bias = ops.reshape(bias, (-1,) + (1,) * (len(y.shape) - 2))
             y = y + bias
         return layer.activation(y) if layer.activation is not None else y
-
-
-def _check_plain_layer(cls, layer):
-    # Whether the layer is supported depends on the QuantizeConfig, which the
-    # constructor checks first (`_resolve_config`).
-    if not isinstance(layer, keras.layers.Layer):
-        raise ValueError(
-            f"{cls.__name__} wraps a keras.layers.Layer. Received: "
-            f"layer={layer!r} of type {type(layer).__name__}"
-        )
-    if isinstance(layer, CompressionWrapper):
-        raise ValueError(already_wrapped_message(layer, cls))
 
 
 def _resolve_config(layer, quantize_config):
