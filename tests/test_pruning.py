@@ -1,6 +1,7 @@
 """Pruning: schedules at exact steps, masks, every prunable layer type, models, saving."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -173,7 +174,9 @@ PRUNABLE = [
 def test_every_prunable_layer_type_reaches_its_target(layer_type):
     model, x, y = _attention_case() if layer_type == "MultiHeadAttention" else _layer_case(layer_type)
     schedule = pruning.PolynomialDecay(0.0, 0.6, begin_step=0, end_step=6, power=1, frequency=2)
-    pruned = tfcompress.prune_low_magnitude(model, pruning_schedule=schedule)
+    # Named, so that depthwise layers (left dense in a whole model) are pruned too.
+    schedules = {layer.name: schedule for layer in model.layers if layer.weights}
+    pruned = tfcompress.prune_low_magnitude(model, pruning_schedule=schedules)
     wrapped = [l for l in pruned.layers if isinstance(l, pruning.PruneLowMagnitude)]
     assert [type(w.layer).__name__ for w in wrapped] == [layer_type, "Dense"]
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -241,10 +244,26 @@ def test_mobile_block_reaches_80_percent_within_a_point_of_float(digits):
     pruned = compile_for_digits(tfcompress.prune_low_magnitude(model, schedule), 1e-3)
     pruned.fit(x, y, epochs=6, batch_size=32, verbose=0)
     logs = pruning.sparsity_logs(pruned)
-    assert len(logs) == 6  # 4 convs + dense + overall; BatchNorm is left alone
+    assert len(logs) == 5  # 3 convs + dense + overall; depthwise and BatchNorm are left alone
     assert logs["sparsity"] == pytest.approx(0.8, abs=0.01)
     stripped = tfcompress.strip_pruning(pruned)
     assert accuracy(stripped, x_test, y_test) >= float_accuracy - 0.012
+
+
+def test_depthwise_layers_are_pruned_only_when_named():
+    model = make_mobile_block()
+    depthwise = next(l.name for l in model.layers if isinstance(l, L.DepthwiseConv2D))
+    schedule = pruning.ConstantSparsity(0.5, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # left dense on purpose: no warning
+        pruned = tfcompress.prune_low_magnitude(model, schedule)
+    assert depthwise not in [w.layer.name for w in pruning.pruning_wrappers(pruned)]
+    assert len(pruning.pruning_wrappers(pruned)) == 4
+    named = tfcompress.prune_low_magnitude(model, {depthwise: schedule})
+    assert [w.layer.name for w in pruning.pruning_wrappers(named)] == [depthwise]
+    # 2:4 sparsity applies to a whole model holding depthwise layers.
+    separable = keras.Sequential([keras.Input((4, 4, 8)), L.DepthwiseConv2D(3), L.Conv2D(8, 1)])
+    assert len(pruning.pruning_wrappers(tfcompress.prune_low_magnitude(separable, sparsity_m_by_n=(2, 4)))) == 1
 
 
 def test_save_mid_pruning_reload_and_resume(tmp_path, digits):

@@ -215,6 +215,8 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
                     f"Received: {argument}={_describe(settings)}"
                 )
             return None
+        if not given and layer.name not in settings and not wrapper_cls.wraps_unnamed(layer):
+            return None
         if not wrapper_cls.supports(layer):
             if given or layer.name in settings:
                 raise ValueError(wrapper_cls.unsupported_message(layer))

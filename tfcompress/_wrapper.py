@@ -38,6 +38,10 @@ class CompressionWrapper(keras.layers.Wrapper):
         config_args: Constructor arguments stored as they are by `get_config`.
         serialized_args: Constructor arguments holding Keras objects, stored
             with `keras.saving.serialize_keras_object`.
+        named_only: Layer types the technique supports but leaves alone in a
+            whole model unless the settings name them (a layer given directly
+            is still wrapped); custom layers with `opt_in_method` are not
+            affected.
 
     Methods a subclass implements: `build_state` (its variables),
     `weight_values` and, if training changes its state, `update_state`.
@@ -56,6 +60,7 @@ class CompressionWrapper(keras.layers.Wrapper):
     strip_function = None
     config_args = ()
     serialized_args = ()
+    named_only = ()
 
     def __init__(self, layer, **kwargs):
         self.check_layer(layer)
@@ -66,6 +71,12 @@ class CompressionWrapper(keras.layers.Wrapper):
     def supports(cls, layer):
         """True if this technique can wrap `layer`."""
         return cls.opt_in_method is not None and _layers.is_compressible(layer, cls.opt_in_method)
+
+    @classmethod
+    def wraps_unnamed(cls, layer):
+        """True if a whole-model call wraps `layer` when the settings do not name it."""
+        opted_in = cls.opt_in_method is not None and callable(getattr(layer, cls.opt_in_method, None))
+        return opted_in or not isinstance(layer, cls.named_only)
 
     @classmethod
     def unsupported_message(cls, layer):

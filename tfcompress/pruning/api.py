@@ -19,9 +19,12 @@ def prune_low_magnitude(
     transposes, DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding,
     SimpleRNN/LSTM/GRU, MultiHeadAttention), or with a `get_prunable_weights()`
     method, is wrapped in `PruneLowMagnitude`; biases and normalization layers
-    are left alone. Compile and `fit` the result as usual: the wrappers count
-    training steps themselves, so no callback is required (`UpdatePruningStep`
-    is accepted for tfmot code). Finish with `strip_pruning`.
+    are left alone, and so are DepthwiseConv1D/2D unless `pruning_schedule`
+    names them or they are given directly (their few weights per channel are
+    very sensitive; tfmot never prunes them). Compile and `fit` the result as
+    usual: the wrappers count training steps themselves, so no callback is
+    required (`UpdatePruningStep` is accepted for tfmot code). Finish with
+    `strip_pruning`.
 
     Args:
         to_prune: A built `keras.Model` (Sequential, functional, nested or

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from tfcompress import _layers
 from tfcompress._validate import check_int, check_one_of
 from tfcompress._state import state_variable
 from tfcompress._wrapper import CompressionWrapper
@@ -23,7 +24,8 @@ class PruneLowMagnitude(CompressionWrapper):
     """Wraps a layer and zeros its lowest-magnitude weights as training goes.
 
     All state is in non-trainable variables saved with the model: one 0/1 mask
-    per prunable weight and `pruning_step`, the number of training steps seen.
+    per prunable weight and `pruning_step`, the index of the current training
+    step (-1 before the first).
     Each training call advances the step and, when the schedule says so,
     recomputes the masks from the masked weights' magnitudes. Every call
     (training or not) computes with `weight * mask`, so `evaluate` during
@@ -63,6 +65,11 @@ class PruneLowMagnitude(CompressionWrapper):
     strip_function = "strip_pruning"
     config_args = ("block_size", "block_pooling_type", "sparsity_m_by_n")
     serialized_args = ("pruning_schedule",)
+    # Depthwise kernels stay dense unless asked for, as in tfmot: 9 weights a
+    # channel (3x3), so at 80% whole channels die and the BatchNormalization
+    # after them lags (mobile block on digits, 80%, seeds 0-2: 0.911 mean
+    # accuracy with them pruned, 0.957 without; tfmot 0.958).
+    named_only = _layers.DEPTHWISE_LAYERS
 
     def __init__(
         self,
