@@ -105,7 +105,9 @@ def ramp_schedule(final_sparsity, prune_epochs, num_examples):
     )
 
 
-def train_pipeline(float_model, x, y, epochs, sparsity=None, clusters=None, log=print, verbose=2):
+def train_pipeline(
+    float_model, x, y, epochs, sparsity=None, clusters=None, log=print, verbose=2, weight_bits=8
+):
     """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
 
     Sparsity ramps with `PolynomialDecay` over the first two thirds of the
@@ -120,6 +122,7 @@ def train_pipeline(float_model, x, y, epochs, sparsity=None, clusters=None, log=
             to `HEADLINE_CLUSTERS`.
         log: Progress printer.
         verbose: `fit` verbosity.
+        weight_bits: Weight bits of the QAT stage (`quantize_model`).
 
     Returns:
         `(qat_model, stages)`: the trained QAT model, ready for
@@ -142,7 +145,9 @@ def train_pipeline(float_model, x, y, epochs, sparsity=None, clusters=None, log=
     clustered.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["cluster"], verbose=verbose)
     clustered = tfcompress.strip_clustering(clustered)
     log(f"  quantization-aware training ({epochs['qat']} epochs), zeros and clusters kept")
-    qat = compile_classifier(tfcompress.quantize_model(clustered, preserve_sparsity=True), 1e-4)
+    qat = compile_classifier(
+        tfcompress.quantize_model(clustered, preserve_sparsity=True, weight_bits=weight_bits), 1e-4
+    )
     qat.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["qat"], verbose=verbose)
     return qat, {"pruned": pruned, "clustered": clustered}
 
