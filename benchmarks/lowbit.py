@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import tfcompress  # noqa: E402
 from tfcompress import datasets, demo, lite  # noqa: E402
 
-from compare import _version, accuracy, gzip_size, log, tflite_figures  # noqa: E402
+from compare import _version, accuracy, log, tflite_figures  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))

@@ -146,8 +146,8 @@ WEIGHT_BITS = tuple(_QUANTIZERS)
 
 # Layers whose int8 weights have one range per tensor only because the default
 # converter loses per-channel ranges on them. The low-bit export converts in
-# the QDQ mode that keeps them (`verify.convert_checked`), and a 4-, 3- or
-# 2-level grid needs a range per channel.
+# the QDQ mode that keeps them (`verify.convert_checked`), and a grid of 15, 3
+# or 2 levels needs a range per channel.
 _PER_CHANNEL_AT_LOW_BITS = (
     (L.Dense, {"kernel": (-1,)}),
     (L.Conv1D, {"kernel": (-1,)}),
@@ -253,7 +253,7 @@ class WeightBits:
 
     def check_names(self, model):
         """Raises ValueError for names that matched no quantized layer of `model`."""
-        unused = sorted(name for name in self.settings if name is not None and name not in self._used)
+        unused = sorted(name for name in self.settings if name not in (None, *self._used))
         if not unused:
             return
         present = {layer.name for layer in _rewrite.iter_layers(model)}

@@ -2,7 +2,8 @@
 
 `tfcompress.lite.convert` hands its configured converter to `convert_checked`.
 For a QAT model whose weights are on a grid of at most 4 bits (`weight_bits`
-4, 2 or 1) that is converted with quantization, it
+4, 2 or 1) it refuses a float export (LiteRT cannot run 4-bit
+quantize-dequantize pairs), and otherwise
 
 * sets the converter's QDQ conversion mode to "STATIC": the default mode
   cannot keep one range per output unit on Dense (FULLY_CONNECTED transposes
@@ -66,13 +67,21 @@ def convert_checked(converter, model):
         The flatbuffer bytes.
 
     Raises:
-        ValueError: if a low-bit weight is not INT4 in the result.
+        ValueError: for a low-bit model converted without quantization, or
+            if a low-bit weight is not INT4 in the result.
     """
     expected = low_bit_weights(model)
-    # Without optimizations the converter writes a float model (the FakeQuant
-    # ops become quantize-dequantize pairs): nothing is packed, nothing to check.
-    if not expected or not converter.optimizations:
+    if not expected:
         return converter.convert()
+    if not converter.optimizations:
+        # A float export keeps each FakeQuant as a quantize-dequantize pair,
+        # which at 4 bits is a QUANTIZE to UINT4 that LiteRT cannot run.
+        layers = sorted({w.layer for w in expected})
+        raise ValueError(
+            f"Layers {layers} have low-bit weights, which LiteRT runs in an integer model "
+            "only: convert with quantization='int8' (the weights are then packed INT4). "
+            "Received: quantization=None"
+        )
     converter._experimental_qdq_conversion_mode = "STATIC"
     flatbuffer = converter.convert()
     check_int4(flatbuffer, expected)
@@ -105,11 +114,14 @@ def check_int4(flatbuffer, expected):
     suspects = [w for w in expected if short[w.size]]
     # Of the weights of a size that lacks INT4 tensors, blame those whose
     # layer's tensor of that size came out in another type.
+    stored_otherwise = [(name, size) for name, size, is_int4 in tensors if not is_int4]
     blamed = [
         w for w in suspects
-        if any(not is_int4 and size == w.size and _in_scope(name, w.wrapper) for name, size, is_int4 in tensors)
+        if any(size == w.size and _in_scope(name, w.wrapper) for name, size in stored_otherwise)
     ] or suspects
-    listed = "; ".join(f"'{w.layer}' ({w.weight}, {w.size} values, {_describe(w.bits)})" for w in blamed)
+    listed = "; ".join(
+        f"'{w.layer}' ({w.weight}, {w.size} values, {_describe(w.bits)})" for w in blamed
+    )
     raise ValueError(
         f"The .tflite does not store these low-bit weights as INT4: {listed}. The converter "
         "keeps a weight it cannot pack in int8 or float (e.g. a Dense on a sequence with one "
