@@ -200,6 +200,7 @@ def train_pipeline(
     learning_rates=None,
     log=print,
     verbose=2,
+    weight_bits=8,
 ):
     """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
 
@@ -222,6 +223,7 @@ def train_pipeline(
             overriding `LEARNING_RATES`.
         log: Progress printer.
         verbose: `fit` verbosity.
+        weight_bits: Weight bits of the QAT stage (`quantize_model`).
 
     Returns:
         The trained models, a `PipelineModels`.
@@ -260,7 +262,7 @@ def train_pipeline(
         + (f", {' and '.join(kept)} kept" if kept else "")
     )
     models.qat = _fit(
-        tfcompress.quantize_model(model, preserve_sparsity=keep_zeros),
+        tfcompress.quantize_model(model, preserve_sparsity=keep_zeros, weight_bits=weight_bits),
         rates["qat"], x, y, epochs["qat"], verbose,
     )
     return models

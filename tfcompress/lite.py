@@ -21,6 +21,7 @@ import numpy as np
 from tfcompress import _rewrite
 from tfcompress._quiet import hold_back_fd2
 from tfcompress._wrapper import strip_for_export
+from tfcompress.quantization.verify import convert_checked
 
 QUANTIZATION_MODES = (None, "float16", "dynamic", "int8")
 # Samples of representative data used to calibrate post-training int8.
@@ -120,7 +121,7 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        flatbuffer = converter.convert()
+        flatbuffer = convert_checked(converter, model)  # low-bit weights: INT4 or an error
     if output_path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
         with open(output_path, "wb") as f:

@@ -275,11 +275,35 @@ _TFLITE_DTYPES = {
 }
 
 
+# INT4 tensors (two values per byte) are unpacked to int8 values of this dtype:
+# int8 carrying a note that the file stores them in 4 bits.
+INT4 = np.dtype(np.int8, metadata={"stored_bits": 4})
+
+
+def stored_bits(values):
+    """Bits per value in the file: 4 for unpacked INT4 tensors, else the dtype's.
+
+    Example:
+
+    >>> stored_bits(np.zeros(3, INT4)), stored_bits(np.zeros(3, np.float32))
+    (4, 32)
+    """
+    return (values.dtype.metadata or {}).get("stored_bits", 8 * values.dtype.itemsize)
+
+
+def _unpack_int4(raw, size):
+    """Packed INT4 (low nibble first, two's complement) -> `size` int8 values."""
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:size]
+    return (nibbles.astype(np.int8) ^ 8) - 8  # 0..15 -> -8..7
+
+
 def tflite_weights(data):
     """`[(name, numpy array, zero value)]` of the constant tensors of a `.tflite`.
 
     Constant tensors are those whose buffer holds data. For quantized tensors
-    the zero value is the zero point, so sparsity counts real zeros.
+    the zero value is the zero point, so sparsity counts real zeros. INT4
+    tensors come unpacked, with the dtype `INT4` (see `stored_bits`).
 
     Args:
         data: The bytes of a `.tflite` file.
@@ -314,12 +338,16 @@ def tflite_weights(data):
                 raw = buffer.DataAsNumpy().tobytes()
             else:
                 continue
-            dtype = _TFLITE_DTYPES.get(names.get(tensor.Type(), ""))
-            if dtype is None:
+            type_name = names.get(tensor.Type(), "")
+            dtype = _TFLITE_DTYPES.get(type_name)
+            if dtype is None and type_name != "INT4":
                 continue
             seen.add(index)
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            values = np.frombuffer(raw, dtype=dtype)
+            if type_name == "INT4":
+                values = _unpack_int4(raw, int(np.prod(shape))).astype(INT4)
+            else:
+                values = np.frombuffer(raw, dtype=dtype)
             if int(np.prod(shape)) == values.size:
                 values = values.reshape(shape)
             zero = 0
@@ -344,16 +372,17 @@ def _from_tensors(source, tensors, file_bytes=None):
         huff = int(np.sum(counts * huffman_code_lengths(counts))) if flat.size else 0
         entropy_total += flat.size * bits / 8
         huffman_total += huff / 8
+        stored = stored_bits(values)
         rows.append(
             TensorRow(
                 name=name,
                 shape=tuple(values.shape),
-                dtype=str(values.dtype),
+                dtype="int4" if stored == 4 else str(values.dtype),
                 params=int(flat.size),
                 sparsity=float(np.mean(flat == zero)) if flat.size else 0.0,
                 distinct=int(counts.size),
                 bits_per_weight=bits,
-                bytes=int(values.nbytes),
+                bytes=-(-flat.size * stored // 8),
                 huffman_bytes=-(-huff // 8),
             )
         )

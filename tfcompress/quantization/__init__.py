@@ -1,4 +1,4 @@
-"""Quantization-aware training: int8 fake-quant that matches TFLite numerics.
+"""Quantization-aware training: int8 (or 4-, 2-, 1-bit weight) fake-quant matching TFLite.
 
 `quantize_model(model)` returns a model that trains as usual with its weights
 and activations rounded to int8 exactly where the TFLite converter will store
@@ -14,14 +14,17 @@ from tfcompress.quantization.api import (
 )
 from tfcompress.quantization.configs import QuantizeConfig, default_quantize_config
 from tfcompress.quantization.folding import fold_batchnorm
+from tfcompress.quantization.lowbit import BinaryQuantizer, TernaryQuantizer
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeWrapper
 
 __all__ = [
     "ActivationQuantizer",
+    "BinaryQuantizer",
     "QuantizeAnnotate",
     "QuantizeConfig",
     "QuantizeWrapper",
+    "TernaryQuantizer",
     "WeightQuantizer",
     "default_quantize_config",
     "fold_batchnorm",

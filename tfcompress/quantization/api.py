@@ -4,12 +4,12 @@ import keras
 
 from tfcompress import _rewrite, _validate
 from tfcompress._wrapper import strip_for_export
-from tfcompress.quantization import folding, plan
+from tfcompress.quantization import folding, lowbit, plan
 from tfcompress.quantization.configs import default_quantize_config
 from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeWrapper, count_clusters
 
 
-def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
+def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, weight_bits=8):
     """Returns a quantization-aware-training copy of `model`.
 
     Weights are fake-quantized to symmetric int8 (per output channel for
@@ -38,6 +38,15 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
             when `preserve_sparsity=True`, for each weight with at most 256
             distinct values that are at most a quarter of its size. True: for
             every weight with at most 256 distinct values. False: never.
+        weight_bits: Bits of the weights (activations stay int8): 8; 4
+            (symmetric [-7, 7] per output channel, packed INT4 in the
+            `.tflite`); 2 (ternary {-a, 0, +a} per channel); 1 (binary
+            {-a, +a} per channel). Ternary and binary are stored as INT4
+            holding 3 or 2 values per channel. A dict `{layer_name: bits}`
+            sets layers one by one (a None key sets the others; default 8).
+            Transposed convolutions keep 8 bits (TFLite has no INT4
+            TRANSPOSE_CONV): with a warning, or an error if named. Layers with
+            their own `QuantizeConfig` keep their quantizers.
 
     Returns:
         A new `keras.Model` (not compiled).
@@ -46,6 +55,8 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
         ValueError: for a subclassed model, or a layer with weights that the
             defaults table does not know (the message names it and says how
             to proceed). Weightless unknown layers stay float with a warning.
+            For a `weight_bits` other than 8, 4, 2, 1, or a dict naming a
+            layer without quantized weights.
 
     Example:
 
@@ -54,8 +65,11 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
     >>> qat = quantize_model(model)
     >>> type(qat.layers[0]).__name__
     'QuantizeWrapper'
+    >>> qat4 = quantize_model(model, weight_bits={model.layers[0].name: 4})
+    >>> qat4.layers[0].quantize_config.weights["kernel"].num_bits
+    4
     """
-    return _quantize(model, "all", preserve_sparsity, preserve_clusters)
+    return _quantize(model, "all", preserve_sparsity, preserve_clusters, weight_bits)
 
 
 def quantize_annotate_layer(layer, quantize_config=None):
@@ -115,7 +129,7 @@ def quantize_annotate_model(model):
     return _rewrite.map_layers(model, annotate)
 
 
-def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None):
+def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None, weight_bits=8):
     """Quantizes the annotated layers of `model`; the others stay float.
 
     Where a quantized layer reads a float tensor (the model input, the output
@@ -127,6 +141,8 @@ def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None):
             `QuantizeAnnotate` layers.
         preserve_sparsity: See `quantize_model`.
         preserve_clusters: See `quantize_model`.
+        weight_bits: See `quantize_model`; it sets the annotated layers
+            without a `QuantizeConfig` of their own.
 
     Returns:
         A new QAT `keras.Model` (not compiled).
@@ -140,7 +156,7 @@ def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None):
             "quantize_annotate_layer / quantize_annotate_model first, or use "
             "quantize_model to quantize every layer."
         )
-    return _quantize(model, "annotated", preserve_sparsity, preserve_clusters)
+    return _quantize(model, "annotated", preserve_sparsity, preserve_clusters, weight_bits)
 
 
 def _check_graph_model(model, fn_name):
@@ -158,7 +174,7 @@ def _check_graph_model(model, fn_name):
         )
 
 
-def _quantize(model, mode, preserve_sparsity, preserve_clusters):
+def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits):
     _check_graph_model(model, "quantize_model" if mode == "all" else "quantize_apply")
     preserve_sparsity = _validate.check_bool("preserve_sparsity", preserve_sparsity)
     if preserve_clusters not in (None, True, False):
@@ -166,6 +182,8 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters):
             "preserve_clusters must be None, True or False. "
             f"Received: preserve_clusters={preserve_clusters!r}"
         )
+    bits = lowbit.WeightBits(weight_bits)
+    source = model
     model = strip_for_export(model)
     decisions = plan.plan_model(model, mode)
 
@@ -176,19 +194,23 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters):
             return inner if inner is not layer else None
         if decision is plan.FOLDED:
             return folding.FoldedBatchNormalization(name=layer.name)
+        explicit = (isinstance(layer, QuantizeAnnotate) and layer.quantize_config is not None) or (
+            callable(getattr(inner, "get_quantize_config", None))
+        )
+        config = bits.config_for(inner, decision.config, explicit)
         if decision.fold is not None:
             inner = folding.fold_batchnorm(inner, decision.fold)
         counts = {}
         if preserve_sparsity or preserve_clusters:
             auto = None if preserve_sparsity else False
-            for name in decision.config.weights:
+            for name in config.weights:
                 value = keras.ops.convert_to_numpy(getattr(inner, name))
                 k = count_clusters(value, preserve_clusters if preserve_clusters is not None else auto)
                 if k is not None:
                     counts[name] = k
         return QuantizeWrapper(
             inner,
-            quantize_config=decision.config,
+            quantize_config=config,
             quantize_inputs=decision.quantize_inputs,
             quantize_output=decision.quantize_output,
             preserve_sparsity=preserve_sparsity,
@@ -196,7 +218,9 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters):
             name=_quantized_name(layer),
         )
 
-    return _rewrite.map_layers(model, rewrite)
+    quantized = _rewrite.map_layers(model, rewrite)
+    bits.check_names(source)
+    return quantized
 
 
 def _quantized_name(layer):

@@ -54,22 +54,51 @@ class WeightQuantizer:
         self.num_bits = check_int("num_bits", num_bits, minimum=2)
 
     def __call__(self, weight):
-        """Returns `weight` rounded to the int8 grid (still float)."""
+        """Returns `weight` rounded to the integer grid (still float)."""
         if self.channel_axes is None:
-            bound = ops.maximum(ops.max(ops.abs(weight)), _EPSILON)
-            bound = ops.stop_gradient(bound)
-            return _fake_quant(weight, -bound, bound, self.num_bits, narrow_range=True)
-        shape = tuple(weight.shape)
-        n = len(self.channel_axes)
-        channels = 1
-        for size in shape[-n:]:
-            channels *= size
-        flat = ops.reshape(weight, shape[:-n] + (channels,)) if n > 1 else weight
-        reduce_axes = tuple(range(len(flat.shape) - 1))
-        bound = ops.maximum(ops.max(ops.abs(flat), axis=reduce_axes), _EPSILON)
-        bound = ops.stop_gradient(bound)
-        out = _fake_quant(flat, -bound, bound, self.num_bits, narrow_range=True, axis=-1)
-        return ops.reshape(out, shape) if n > 1 else out
+            flat, reduce_axes = weight, None
+        else:
+            shape = tuple(weight.shape)
+            n = len(self.channel_axes)
+            channels = 1
+            for size in shape[-n:]:
+                channels *= size
+            flat = ops.reshape(weight, shape[:-n] + (channels,)) if n > 1 else weight
+            reduce_axes = tuple(range(len(flat.shape) - 1))
+        values, bound = self.project(flat, reduce_axes)
+        bound = ops.stop_gradient(ops.maximum(bound, _EPSILON))
+        axis = {} if reduce_axes is None else {"axis": -1}
+        out = _fake_quant(values, -bound, bound, self.num_bits, narrow_range=True, **axis)
+        if self.channel_axes is not None and len(self.channel_axes) > 1:
+            out = ops.reshape(out, shape)
+        return out
+
+    def project(self, flat, reduce_axes):
+        """What the FakeQuant op rounds, and the bound of its grid.
+
+        Args:
+            flat: The weight with its output channels on the last axis.
+            reduce_axes: The other axes (None: one range for the whole tensor).
+
+        Returns:
+            `(values, bound)`: the tensor to fake-quantize onto the symmetric
+            grid `[-bound, bound]` (one bound per channel, or a scalar). Here
+            the weight itself and its largest magnitude; low-bit quantizers
+            (`tfcompress.quantization.lowbit`) project it first.
+        """
+        return flat, ops.max(ops.abs(flat), axis=reduce_axes)
+
+    @property
+    def weight_bits(self):
+        """Bits per weight of the grid: `num_bits` here (8, 4, ...)."""
+        return self.num_bits
+
+    def per_tensor(self):
+        """The same quantizer with one range for the whole tensor.
+
+        Shared (clustered) values keep one integer each only under one scale.
+        """
+        return type(self).from_config({**self.get_config(), "channel_axes": None})
 
     def get_config(self):
         return {"channel_axes": self.channel_axes, "num_bits": self.num_bits}

@@ -16,7 +16,7 @@ from tfcompress.quantization.configs import (
     default_quantize_config,
     fixed_range_for,
 )
-from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+from tfcompress.quantization.quantizers import ActivationQuantizer
 
 # A kernel with at most this many distinct values is treated as clustered.
 MAX_CLUSTERS = 256
@@ -255,7 +255,7 @@ class QuantizeWrapper(CompressionWrapper):
             if name in self._clusters:
                 value = gather_centroids(*self._clusters[name])
                 # Shared values share one scale, so they stay shared in int8.
-                quantizer = WeightQuantizer(num_bits=quantizer.num_bits)
+                quantizer = quantizer.per_tensor()
             if name in self._zeros:
                 value = value * self._zeros[name]
             values.append(quantizer(ops.convert_to_tensor(value)))
