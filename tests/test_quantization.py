@@ -12,6 +12,7 @@ from tfcompress.quantization import (
     QuantizeConfig,
     QuantizeWrapper,
     WeightQuantizer,
+    float_layers,
     fold_batchnorm,
     quantize_annotate_layer,
     quantize_annotate_model,
@@ -26,6 +27,24 @@ def _interpreter(flatbuffer):
     interpreter = Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def _float_ops(flatbuffer):
+    """Ops computing in float, besides QUANTIZE / DEQUANTIZE at the edges."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # Without XNNPACK, which would hide float ops inside one DELEGATE op.
+    interpreter = Interpreter(
+        model_content=flatbuffer,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    return [
+        op["op_name"] for op in interpreter._get_ops_details()
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+        and any(details[i]["dtype"] == np.float32 for i in op["outputs"])
+    ]
 
 
 def _weight_tensors(flatbuffer):
@@ -311,12 +330,33 @@ def test_dense_softmax_is_split_with_the_fixed_tflite_range():
     assert wrapper.layer.activation is keras.activations.linear
 
 
-def test_unknown_layer_with_weights_raises_naming_it():
+class Scale(keras.layers.Layer):
+    """A weighted layer the defaults table does not know."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return keras.ops.cos(x * self.w)
+
+
+def test_unknown_layer_with_weights_stays_float_naming_it():
     model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.LayerNormalization(name="ln"), keras.layers.Dense(2)]
+        [keras.Input((4,)), keras.layers.Dense(4), Scale(name="scale"), keras.layers.Dense(2)]
     )
-    with pytest.raises(ValueError, match=r"'ln'.*LayerNormalization.*quantize_annotate_layer"):
-        quantize_model(model)
+    with pytest.warns(UserWarning, match=r"\['scale'\] have weights.*stay float.*QuantizeConfig"):
+        qat = quantize_model(model)
+    assert type(qat.get_layer("scale")) is Scale
+    assert float_layers(qat) == ["scale"]
+    # The Dense after it quantizes its (float) input; TFLite runs MUL, COS in float.
+    assert qat.layers[-1].quantize_inputs is True
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    qat(x, training=True)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    np.testing.assert_allclose(lite.predict(flatbuffer, x), qat.predict(x, verbose=0), atol=0.05)
+    assert _float_ops(flatbuffer) == ["MUL", "COS"]
+    with pytest.raises(ValueError, match=r"'scale'.*Scale.*quantize_annotate_layer"):
+        quantize_model(model, strict=True)
 
 
 def test_unknown_weightless_layer_stays_float_with_a_warning():

@@ -4,27 +4,24 @@ Pruning, clustering and quantization all replace some layers of a model by a
 wrapper (and strip does the inverse). `map_layers` does that for every kind of
 Keras model:
 
-* Sequential and functional models (nested ones included) are copied: the
-  result has its own layers and weights and the input model is left untouched.
+* Sequential and functional models (nested ones included) are copied and
+  rebuilt node by node (`tfcompress._graph`): the result has its own layers and
+  weights, the input model is left untouched, and the graph's `Operation`
+  nodes that are not layers (`x + 3.0`, `ops.reshape`, slicing) pass through.
+  A layer of the graph that holds layers of its own (a subclassed block such
+  as a keras_hub `TransformerEncoder`) has them rewritten in place, in the copy.
 * Subclassed models have no graph to rebuild, so their layer attributes
   (directly, or in lists/tuples/dicts) are replaced in place and the same model
-  is returned.
+  is returned. Its `fit` then passes `training=True` to `call` even when `call`
+  does not declare the argument (see `map_layers`).
 """
 
 import warnings
 
 import keras
 
-from tfcompress import _layers
-
-
-def is_graph_model(model):
-    """True for Sequential and functional models (those `clone_model` rebuilds)."""
-    if isinstance(model, keras.Sequential):
-        return True
-    return isinstance(model, keras.Model) and any(
-        cls.__name__ == "Functional" for cls in type(model).__mro__
-    )
+from tfcompress import _graph, _layers
+from tfcompress._graph import is_graph_model  # noqa: F401  (the check lives there)
 
 
 def iter_layers(model):
@@ -58,6 +55,12 @@ def map_layers(model, fn):
         A new model for Sequential/functional input, `model` itself (modified)
         for a subclassed model. Either way it must be compiled before `fit`.
 
+        A subclassed model whose `call` has no `training` argument is marked so
+        that Keras' `fit` passes `training=True` anyway (as it does for
+        functional models): `Layer.__call__` puts it in the call context, where
+        the wrappers (and the model's BatchNormalization / Dropout layers)
+        read it. Without this the wrappers would never see a training step.
+
     Raises:
         TypeError: if `model` is not a `keras.Model`.
         ValueError: if `model` is a Sequential/functional model that is not built.
@@ -70,6 +73,8 @@ def map_layers(model, fn):
     if is_graph_model(model):
         return _map_graph_model(model, fn)
     _map_in_place(model, fn)
+    # Keras' trainer passes `training` only to a `call` that declares it.
+    model._call_has_training_arg = True
     _reset_compiled_functions(model)
     return model
 
@@ -266,22 +271,14 @@ def _describe(settings):
 
 
 def _map_graph_model(model, fn):
-    if not model.built or not model.inputs:
-        raise ValueError(
-            f"Model '{model.name}' is not built, so its layers have no weights to "
-            "compress. Give it an `keras.Input(shape=...)` or call it once on a "
-            "batch of data first."
-        )
-    # First a plain copy holding the trained weights, then a second pass that
-    # hands those built, weight-carrying layers to `fn`.
-    copy = keras.models.clone_model(model, recursive=True)
-    copy.set_weights(model.get_weights())
-
-    def clone_function(layer):
+    # The copy holds the trained weights; `fn` gets its built layers.
+    def replace(layer):
         replacement = fn(layer)
-        return layer if replacement is None else replacement
+        if replacement is None and _is_container(layer):
+            _map_in_place(layer, fn)
+        return replacement
 
-    return keras.models.clone_model(copy, clone_function=clone_function, recursive=True)
+    return _graph.rebuild(_graph.copy(model), replace=replace)
 
 
 def _map_in_place(layer, fn):
@@ -304,7 +301,8 @@ def _map_value(value, fn):
         replacement = fn(value)
         if replacement is not None:
             return replacement
-        _map_in_place(value, fn)
+        if _is_container(value):
+            _map_in_place(value, fn)
         return value
     if isinstance(value, (list, tuple)):
         items = [_map_value(v, fn) for v in value]
@@ -321,11 +319,29 @@ def _map_value(value, fn):
 
 # Attributes through which Keras (and TensorFlow's checkpoint tracking) record
 # layers themselves; rewriting them directly would double-count every layer.
-_KERAS_INTERNALS = frozenset({"_layers", "_tracker", "_inbound_nodes", "_outbound_nodes"})
+# (A user's attribute may well start with `_self_`, as `_self_attention_layer`.)
+_KERAS_INTERNALS = frozenset({
+    "_layers",
+    "_tracker",
+    "_inbound_nodes",
+    "_outbound_nodes",
+    "_self_unconditional_checkpoint_dependencies",
+    "_self_unconditional_dependency_names",
+    "_self_unconditional_deferred_dependencies",
+    "_self_saveable_object_factories",
+    "_self_name_based_restores",
+})
 
 
 def _is_internal(name):
-    return name in _KERAS_INTERNALS or name.startswith("_self_")
+    return name in _KERAS_INTERNALS
+
+
+def _is_container(layer):
+    """True for a layer holding layers `fn` may rewrite (a compression wrapper's are its own)."""
+    from tfcompress._wrapper import CompressionWrapper
+
+    return bool(_sublayers(layer)) and not isinstance(layer, CompressionWrapper)
 
 
 def _holds_layer(value):

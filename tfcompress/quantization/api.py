@@ -1,15 +1,17 @@
 """Public QAT API: `quantize_model`, `quantize_annotate_*`, `quantize_apply`."""
 
+import warnings
+
 import keras
 
-from tfcompress import _rewrite, _validate
+from tfcompress import _graph, _layers, _rewrite, _validate
 from tfcompress._wrapper import strip_for_export
 from tfcompress.quantization import folding, plan
 from tfcompress.quantization.configs import default_quantize_config
 from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeWrapper, count_clusters
 
 
-def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
+def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, strict=False):
     """Returns a quantization-aware-training copy of `model`.
 
     Weights are fake-quantized to symmetric int8 (per output channel for
@@ -17,10 +19,18 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
     activations to asymmetric int8 per tensor with moving-average ranges, on
     exactly the tensors the TFLite converter stores in int8: the model input,
     the output of each conv / dense after its fused ReLU / ReLU6, the outputs of
-    Add, Concatenate and other computing ops. Pooling, Reshape, Flatten,
-    Dropout and padding keep their input's quantization. BatchNormalization
-    after a conv / dense is folded into it first (inference statistics), as
-    the converter does.
+    Add, Concatenate and other computing layers, and of the Keras operations
+    of a functional graph that TFLite computes in int8 (`x + 3.0`, `x * y`,
+    `ops.mean`...; a fake-quant layer is inserted after them). Pooling,
+    Reshape, Flatten, Dropout, padding, `ops.reshape` and slicing keep their
+    input's quantization. BatchNormalization after a conv / dense is folded
+    into it first (inference statistics), as the converter does; one that
+    follows no conv runs as a quantized multiply-add with its moving
+    statistics.
+
+    A layer with weights that the defaults table does not know (and that has
+    no `QuantizeConfig`) stays float, with a warning naming it; so do Keras
+    operations without an int8 TFLite kernel.
 
     Compile and `fit` the result as usual, then `tfcompress.lite.convert(qat,
     quantization="int8")`.
@@ -38,14 +48,16 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
             when `preserve_sparsity=True`, for each weight with at most 256
             distinct values that are at most a quarter of its size. True: for
             every weight with at most 256 distinct values. False: never.
+        strict: Raise for a layer with weights that the defaults table does
+            not know, instead of leaving it float.
 
     Returns:
         A new `keras.Model` (not compiled).
 
     Raises:
-        ValueError: for a subclassed model, or a layer with weights that the
-            defaults table does not know (the message names it and says how
-            to proceed). Weightless unknown layers stay float with a warning.
+        ValueError: for a subclassed model, or (with `strict=True`) a layer
+            with weights that the defaults table does not know (the message
+            names it and says how to proceed).
 
     Example:
 
@@ -55,7 +67,8 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None):
     >>> type(qat.layers[0]).__name__
     'QuantizeWrapper'
     """
-    return _quantize(model, "all", preserve_sparsity, preserve_clusters)
+    strict = _validate.check_bool("strict", strict)
+    return _quantize(model, "all", preserve_sparsity, preserve_clusters, strict)
 
 
 def quantize_annotate_layer(layer, quantize_config=None):
@@ -86,10 +99,9 @@ def quantize_annotate_layer(layer, quantize_config=None):
 def quantize_annotate_model(model):
     """Marks every layer of `model` that the defaults table knows.
 
-    Layers already annotated keep their annotation. A weightless layer the
-    table does not know stays unannotated (float) with a warning; a layer with
-    weights the table does not know raises (annotate it with a QuantizeConfig
-    first).
+    Layers already annotated keep their annotation. A layer the table does
+    not know stays unannotated (float) with a warning (annotate it with a
+    QuantizeConfig first to quantize it).
 
     Args:
         model: A built Sequential or functional model.
@@ -98,21 +110,26 @@ def quantize_annotate_model(model):
         A new model with `QuantizeAnnotate` layers, for `quantize_apply`.
 
     Raises:
-        ValueError: for a subclassed model or an unknown layer with weights.
+        ValueError: for a subclassed model.
     """
     _check_graph_model(model, "quantize_annotate_model")
+    unknown = []
 
     def annotate(layer):
-        if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper)):
-            return None
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper, keras.layers.InputLayer)):
             return None
         if default_quantize_config(layer) is None:
-            plan.warn_unknown_layer(layer)
+            if layer.weights:
+                unknown.append(layer.name)
+            else:
+                plan.warn_unknown_layer(layer)
             return None
         return QuantizeAnnotate(layer)
 
-    return _rewrite.map_layers(model, annotate)
+    annotated = _rewrite.map_layers(model, annotate)
+    if unknown:
+        warnings.warn(plan.unknown_layers_message(unknown), stacklevel=2)
+    return annotated
 
 
 def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None):
@@ -143,6 +160,37 @@ def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None):
     return _quantize(model, "annotated", preserve_sparsity, preserve_clusters)
 
 
+def float_layers(model):
+    """Names of the layers with weights that a QAT model leaves float.
+
+    Those the defaults table does not know (and that have no
+    `QuantizeConfig`): TFLite runs them in float between a DEQUANTIZE and a
+    QUANTIZE.
+
+    Args:
+        model: A model returned by `quantize_model` / `quantize_apply`.
+
+    Returns:
+        A list of layer names, in the model's order.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> float_layers(quantize_model(model))
+    []
+    """
+    inside = {
+        id(inner)
+        for layer in _rewrite.iter_layers(model) if isinstance(layer, QuantizeWrapper)
+        for inner in _rewrite.iter_layers(layer)
+    }
+    return [
+        layer.name for layer in _rewrite.iter_layers(model)
+        if id(layer) not in inside and not isinstance(layer, QuantizeWrapper)
+        and _layers.owns_weights(layer)
+    ]
+
+
 def _check_graph_model(model, fn_name):
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -158,7 +206,7 @@ def _check_graph_model(model, fn_name):
         )
 
 
-def _quantize(model, mode, preserve_sparsity, preserve_clusters):
+def _quantize(model, mode, preserve_sparsity, preserve_clusters, strict=False):
     _check_graph_model(model, "quantize_model" if mode == "all" else "quantize_apply")
     preserve_sparsity = _validate.check_bool("preserve_sparsity", preserve_sparsity)
     if preserve_clusters not in (None, True, False):
@@ -166,11 +214,21 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters):
             "preserve_clusters must be None, True or False. "
             f"Received: preserve_clusters={preserve_clusters!r}"
         )
-    model = strip_for_export(model)
-    decisions = plan.plan_model(model, mode)
+    # Planned on our own copy, whose tensors the rebuild below walks.
+    model = _graph.copy(strip_for_export(model))
+    decisions = plan.plan_model(model, mode, strict)
+    if decisions.float_layers:
+        warnings.warn(plan.unknown_layers_message(decisions.float_layers), stacklevel=3)
+    if decisions.float_operations:
+        warnings.warn(
+            f"Operations {decisions.float_operations} have no int8 TFLite kernel in "
+            "tfcompress' table; they stay float (TFLite dequantizes before them and "
+            "quantizes after them).",
+            stacklevel=3,
+        )
 
     def rewrite(layer):
-        decision = decisions.get(layer.name)
+        decision = decisions.layers.get(layer.name)
         inner = layer.layer if isinstance(layer, QuantizeAnnotate) else layer
         if decision is None:  # float or pass-through: drop the annotation
             return inner if inner is not layer else None
@@ -196,7 +254,15 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters):
             name=_quantized_name(layer),
         )
 
-    return _rewrite.map_layers(model, rewrite)
+    def insert_after(tensor):
+        decision = decisions.tensors.get(id(tensor))
+        if decision is None:
+            return None
+        # A fake-quant after an operation's output: an identity that quantizes.
+        identity = keras.layers.Identity(name=decision.name[len("quant_"):])
+        return QuantizeWrapper(identity, quantize_config=decision.config, name=decision.name)
+
+    return _graph.rebuild(model, replace=rewrite, insert_after=insert_after)
 
 
 def _quantized_name(layer):

@@ -4,12 +4,13 @@ import warnings
 
 import keras
 import numpy as np
-from keras import ops
+from keras import ops, tree
 
 from tfcompress import _layers
 from tfcompress._state import zero_mask
 from tfcompress._wrapper import CompressionWrapper, check_unwrapped_layer
 from tfcompress.clustering.centroids import centroid_state, gather_centroids
+from tfcompress.quantization.kernels import kernel_for
 from tfcompress.quantization.configs import (
     SUPPORTED_LAYER_NAMES,
     QuantizeConfig,
@@ -213,14 +214,12 @@ class QuantizeWrapper(CompressionWrapper):
             if flag:
                 q = ActivationQuantizer()
                 self._input_quantizers.append((i, q, q.build(self, f"input{i}")))
-        # SeparableConv runs as DEPTHWISE_CONV_2D + CONV_2D in TFLite: the
-        # tensor between them gets its own range.
-        self._intermediate = None
-        if isinstance(self.layer, _layers.SEPARABLE_LAYERS) and (
-            "depthwise_kernel" in self.quantize_config.weights
-        ):
-            q = ActivationQuantizer()
-            self._intermediate = (q, q.build(self, "intermediate"))
+        # A layer TFLite runs as several ops: the tensors between them get ranges.
+        self._kernel = kernel_for(self.layer, self.quantize_config)
+        self._intermediates = {}
+        for name, fixed in (self._kernel.intermediates if self._kernel else {}).items():
+            q = ActivationQuantizer(fixed_range=fixed) if fixed else ActivationQuantizer()
+            self._intermediates[name] = (q, q.build(self, name))
         self._pre_activation = None
         if self.activation is not None:
             q = self.quantize_config.output_quantizer
@@ -232,6 +231,13 @@ class QuantizeWrapper(CompressionWrapper):
             if fixed is not None:
                 q = ActivationQuantizer(fixed_range=fixed)
             self._output = (q, q.build(self, "output"))
+
+    def compute_output_spec(self, inputs, *args, training=None, **kwargs):
+        # The output has the wrapped layer's shapes (fake-quant keeps them), and
+        # its shape inference does not trace `call`: traced, a tensor that Keras
+        # marks sparse by mistake (`x * 0.5`) would arrive as a SparseTensor.
+        spec = self.layer.compute_output_spec(inputs, *args, **kwargs)
+        return tree.map_structure(lambda t: keras.KerasTensor(t.shape, dtype=t.dtype), spec)
 
     def _build_clusters(self, name, variable, values):
         k = int(self.cluster_counts[name])
@@ -261,18 +267,26 @@ class QuantizeWrapper(CompressionWrapper):
             values.append(quantizer(ops.convert_to_tensor(value)))
         return values
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, *args, training=None, **kwargs):
         training = training is True
-        multi = isinstance(inputs, (list, tuple))
-        xs = list(inputs) if multi else [inputs]
+        # The tensors among the call arguments, in the order of the graph
+        # node's inputs (which `quantize_inputs` follows).
+        flat = tree.flatten(((inputs,) + args, kwargs))
+        positions = [i for i, v in enumerate(flat) if v is not None and _is_tensor(v)]
         for i, q, state in self._input_quantizers:
-            xs[i] = q(xs[i], state, training)
-        x = xs if multi else xs[0]
+            flat[positions[i]] = q(flat[positions[i]], state, training)
+        (inputs, *args), kwargs = tree.pack_sequence_as(((inputs,) + args, kwargs), flat)
         weights = self.weight_values(training)
-        if self._intermediate is not None:
-            y = self._separable_conv(x, dict(zip(self.quantize_config.weights, weights)), training)
+        if self._kernel is not None:
+            def quantize(name, tensor):
+                q, state = self._intermediates[name]
+                return q(tensor, state, training)
+
+            named = dict(zip(self.quantize_config.weights, weights))
+            y = self._kernel.compute(self.layer, inputs, named, quantize, *args, **kwargs)
         else:
-            y = self.call_wrapped(list(zip(self.target_weights, weights)), x, training=training)
+            substitutions = list(zip(self.target_weights, weights))
+            y = self.call_wrapped(substitutions, inputs, *args, training=training, **kwargs)
         if self._pre_activation is not None:
             q, state = self._pre_activation
             y = keras.activations.get(self.activation)(q(y, state, training))
@@ -280,27 +294,6 @@ class QuantizeWrapper(CompressionWrapper):
             q, state = self._output
             y = q(y, state, training)
         return y
-
-    def _separable_conv(self, x, weights, training):
-        layer = self.layer
-        y = ops.depthwise_conv(
-            x,
-            weights["depthwise_kernel"],
-            strides=layer.strides,
-            padding=layer.padding,
-            data_format=layer.data_format,
-            dilation_rate=layer.dilation_rate,
-        )
-        q, state = self._intermediate
-        y = q(y, state, training)
-        pointwise = weights.get("pointwise_kernel", layer.pointwise_kernel)
-        y = ops.conv(y, pointwise, strides=1, padding="valid", data_format=layer.data_format)
-        if layer.use_bias:
-            bias = layer.bias
-            if layer.data_format == "channels_first":
-                bias = ops.reshape(bias, (-1,) + (1,) * (len(y.shape) - 2))
-            y = y + bias
-        return layer.activation(y) if layer.activation is not None else y
 
 
 def _resolve_config(layer, quantize_config):
@@ -331,6 +324,10 @@ def count_clusters(value, preserve_clusters):
         )
         return None
     return k
+
+
+def _is_tensor(value):
+    return keras.ops.is_tensor(value) or isinstance(value, keras.KerasTensor)
 
 
 def _is_shape_list(shape):
