@@ -116,7 +116,8 @@ _PASSTHROUGH = _layers.PASSTHROUGH_LAYERS + (FoldedBatchNormalization,)
 SUPPORTED_LAYER_NAMES = tuple(
     cls.__name__
     for cls in (L.Dense,) + _layers.CONV_LAYERS + _layers.DEPTHWISE_LAYERS
-    + _layers.TRANSPOSED_LAYERS + _layers.SEPARABLE_LAYERS + (L.BatchNormalization,)
+    + _layers.TRANSPOSED_LAYERS + _layers.SEPARABLE_LAYERS
+    + (L.BatchNormalization, L.LayerNormalization, L.EinsumDense, L.MultiHeadAttention, L.Embedding)
     + _layers.COMPUTING_LAYERS + _layers.PASSTHROUGH_LAYERS
     if cls is not L.InputLayer
 )
@@ -204,8 +205,20 @@ def default_quantize_config(layer):
         return QuantizeConfig(weights={"kernel": WeightQuantizer()})
     if isinstance(layer, _layers.CONV_LAYERS):
         return QuantizeConfig(weights={"kernel": WeightQuantizer((-1,))})
-    if isinstance(layer, L.BatchNormalization):
-        # A BatchNormalization not folded into a conv runs as MUL + ADD.
+    if isinstance(layer, L.EinsumDense):
+        return QuantizeConfig(weights={"kernel": WeightQuantizer()})
+    if isinstance(layer, L.MultiHeadAttention):
+        from tfcompress.quantization.kernels import supports_attention
+
+        if not supports_attention(layer):
+            return None
+        names = ("query_dense", "key_dense", "value_dense", "output_dense")
+        return QuantizeConfig(weights={f"{name}.kernel": WeightQuantizer() for name in names})
+    if isinstance(layer, L.Embedding):
+        # GATHER keeps the table's scale: one range, on the output, serves both.
+        return QuantizeConfig()
+    if isinstance(layer, (L.BatchNormalization, L.LayerNormalization)):
+        # Run as int8 MUL / ADD ... ops (quantization.kernels) when not folded.
         return QuantizeConfig()
     if isinstance(layer, _layers.COMPUTING_LAYERS):
         if isinstance(layer, L.Softmax):

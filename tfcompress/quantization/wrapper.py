@@ -185,7 +185,9 @@ class QuantizeWrapper(CompressionWrapper):
         return [self._weight(name) for name in self.quantize_config.weights]
 
     def _weight(self, name):
-        variable = getattr(self.layer, name, None)
+        variable = self.layer  # a dotted name reaches into a sub-layer: "query_dense.kernel"
+        for part in name.split("."):
+            variable = getattr(variable, part, None)
         if not isinstance(variable, keras.Variable):
             raise ValueError(
                 f"QuantizeConfig of layer '{self.layer.name}' names weight '{name}', "
@@ -278,12 +280,12 @@ class QuantizeWrapper(CompressionWrapper):
         (inputs, *args), kwargs = tree.pack_sequence_as(((inputs,) + args, kwargs), flat)
         weights = self.weight_values(training)
         if self._kernel is not None:
-            def quantize(name, tensor):
+            def quantize(name, tensor, min_width=None, update=True):
                 q, state = self._intermediates[name]
-                return q(tensor, state, training)
+                return q(tensor, state, training and update, min_width=min_width)
 
             named = dict(zip(self.quantize_config.weights, weights))
-            y = self._kernel.compute(self.layer, inputs, named, quantize, *args, **kwargs)
+            y = self._kernel.compute(self.layer, named, quantize, training, inputs, *args, **kwargs)
         else:
             substitutions = list(zip(self.target_weights, weights))
             y = self.call_wrapped(substitutions, inputs, *args, training=training, **kwargs)
