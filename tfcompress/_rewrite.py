@@ -20,7 +20,7 @@ import warnings
 
 import keras
 
-from tfcompress import _graph, _layers
+from tfcompress import _graph, _inplace, _layers
 from tfcompress._graph import is_graph_model  # noqa: F401  (the check lives there)
 
 
@@ -29,7 +29,7 @@ def iter_layers(model):
     seen = set()
 
     def visit(layer):
-        for sub in _sublayers(layer):
+        for sub in getattr(layer, "_layers", []):
             if id(sub) in seen:
                 continue
             seen.add(id(sub))
@@ -54,12 +54,8 @@ def map_layers(model, fn):
     Returns:
         A new model for Sequential/functional input, `model` itself (modified)
         for a subclassed model. Either way it must be compiled before `fit`.
-
-        A subclassed model whose `call` has no `training` argument is marked so
-        that Keras' `fit` passes `training=True` anyway (as it does for
-        functional models): `Layer.__call__` puts it in the call context, where
-        the wrappers (and the model's BatchNormalization / Dropout layers)
-        read it. Without this the wrappers would never see a training step.
+        A subclassed model holding wrappers then trains and saves as
+        described in `tfcompress._inplace`.
 
     Raises:
         TypeError: if `model` is not a `keras.Model`.
@@ -72,9 +68,8 @@ def map_layers(model, fn):
         )
     if is_graph_model(model):
         return _map_graph_model(model, fn)
-    _map_in_place(model, fn)
-    # Keras' trainer passes `training` only to a `call` that declares it.
-    model._call_has_training_arg = True
+    _inplace.map_in_place(model, fn, _map_graph_model)
+    _inplace.mark_rewritten(model)
     _reset_compiled_functions(model)
     return model
 
@@ -274,113 +269,11 @@ def _map_graph_model(model, fn):
     # The copy holds the trained weights; `fn` gets its built layers.
     def replace(layer):
         replacement = fn(layer)
-        if replacement is None and _is_container(layer):
-            _map_in_place(layer, fn)
+        if replacement is None and _inplace.is_container(layer):
+            _inplace.map_in_place(layer, fn, _map_graph_model)
         return replacement
 
     return _graph.rebuild(_graph.copy(model), replace=replace)
-
-
-def _map_in_place(layer, fn):
-    for name, value in list(vars(layer).items()):
-        if _is_internal(name) or not _holds_layer(value):
-            continue
-        new_value = _map_value(value, fn)
-        if new_value is value:
-            continue
-        for old in _flatten_layers(value):
-            _untrack(layer, old)
-        object.__delattr__(layer, name)
-        _set_tracked(layer, name, new_value)
-
-
-def _map_value(value, fn):
-    if isinstance(value, keras.layers.Layer):
-        if isinstance(value, keras.Model) and is_graph_model(value):
-            return _map_graph_model(value, fn)
-        replacement = fn(value)
-        if replacement is not None:
-            return replacement
-        if _is_container(value):
-            _map_in_place(value, fn)
-        return value
-    if isinstance(value, (list, tuple)):
-        items = [_map_value(v, fn) for v in value]
-        if all(a is b for a, b in zip(items, value)):
-            return value
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        items = {k: _map_value(v, fn) for k, v in value.items()}
-        if all(items[k] is value[k] for k in value):
-            return value
-        return items
-    return value
-
-
-# Attributes through which Keras (and TensorFlow's checkpoint tracking) record
-# layers themselves; rewriting them directly would double-count every layer.
-# (A user's attribute may well start with `_self_`, as `_self_attention_layer`.)
-_KERAS_INTERNALS = frozenset({
-    "_layers",
-    "_tracker",
-    "_inbound_nodes",
-    "_outbound_nodes",
-    "_self_unconditional_checkpoint_dependencies",
-    "_self_unconditional_dependency_names",
-    "_self_unconditional_deferred_dependencies",
-    "_self_saveable_object_factories",
-    "_self_name_based_restores",
-})
-
-
-def _is_internal(name):
-    return name in _KERAS_INTERNALS
-
-
-def _is_container(layer):
-    """True for a layer holding layers `fn` may rewrite (a compression wrapper's are its own)."""
-    from tfcompress._wrapper import CompressionWrapper
-
-    return bool(_sublayers(layer)) and not isinstance(layer, CompressionWrapper)
-
-
-def _holds_layer(value):
-    return any(True for _ in _flatten_layers(value))
-
-
-def _flatten_layers(value):
-    if isinstance(value, keras.layers.Layer):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _flatten_layers(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _flatten_layers(v)
-
-
-def _set_tracked(parent, name, value):
-    # A built layer locks its tracker against new state; a rewrite is the one
-    # legitimate exception.
-    tracker = getattr(parent, "_tracker", None)
-    was_locked = tracker is not None and tracker.locked
-    if was_locked:
-        tracker.unlock()
-    try:
-        setattr(parent, name, value)
-    finally:
-        if was_locked:
-            tracker.lock()
-
-
-def _untrack(parent, layer):
-    tracker = getattr(parent, "_tracker", None)
-    if tracker is not None:
-        tracker.untrack(layer)
-
-
-def _sublayers(layer):
-    return list(getattr(layer, "_layers", []))
 
 
 def _reset_compiled_functions(model):
