@@ -19,6 +19,7 @@ variant of it (an activation split off, BatchNorm folded in) wraps a copy
 """
 
 import keras
+from keras import tree
 
 from tfcompress import _layers
 from tfcompress._state import call_with_weights
@@ -128,6 +129,13 @@ class CompressionWrapper(keras.layers.Wrapper):
             self.update_state()
         substitutions = list(zip(self.target_weights, self.weight_values(training)))
         return self.call_wrapped(substitutions, inputs, *args, training=training, **kwargs)
+
+    def compute_output_spec(self, inputs, *args, training=None, **kwargs):
+        # What the wrapped layer outputs, from its own shape inference: tracing
+        # `call` instead would turn an input Keras marks sparse by mistake
+        # (`x * 0.5` in a functional graph) into a SparseTensor.
+        spec = self.layer.compute_output_spec(inputs, *args, **kwargs)
+        return tree.map_structure(lambda t: keras.KerasTensor(t.shape, dtype=t.dtype), spec)
 
     def call_wrapped(self, substitutions, *args, **kwargs):
         """Calls the wrapped layer computing with `(variable, value)` substitutions."""

@@ -234,13 +234,6 @@ class QuantizeWrapper(CompressionWrapper):
                 q = ActivationQuantizer(fixed_range=fixed)
             self._output = (q, q.build(self, "output"))
 
-    def compute_output_spec(self, inputs, *args, training=None, **kwargs):
-        # The output has the wrapped layer's shapes (fake-quant keeps them), and
-        # its shape inference does not trace `call`: traced, a tensor that Keras
-        # marks sparse by mistake (`x * 0.5`) would arrive as a SparseTensor.
-        spec = self.layer.compute_output_spec(inputs, *args, **kwargs)
-        return tree.map_structure(lambda t: keras.KerasTensor(t.shape, dtype=t.dtype), spec)
-
     def _build_clusters(self, name, variable, values):
         k = int(self.cluster_counts[name])
         centroids, indices = np.unique(values, return_inverse=True)
