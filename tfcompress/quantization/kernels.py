@@ -10,8 +10,11 @@ where it fixes one). The wrapper owns the ranges (`<name>_min` / `_max` /
 `_count` variables).
 
 Kernels get the wrapper's fake-quantized weights as `{attribute: tensor}`
-and `quantize(name, tensor, min_width=None, update=True)` (`min_width`:
-widen the range to at least that; `update=False`: apply it without moving it).
+and `quantize`: `quantize(name, tensor, min_width=None, update=True)`
+fake-quantizes a tensor between ops (`min_width`: widen the range to at least
+that; `update=False`: apply it without moving it); `quantize.constant(value)`
+a constant operand (a scale, an offset, epsilon) as the converter stores it,
+so that Keras computes with the values TFLite computes with.
 """
 
 import dataclasses
@@ -22,7 +25,6 @@ from keras import ops
 
 from tfcompress import _layers
 from tfcompress.quantization.configs import fixed_range_for
-from tfcompress.quantization.quantizers import WeightQuantizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +74,16 @@ def batch_normalization(layer, weights, quantize, training, x, **kwargs):
     offset = -layer.moving_mean * scale
     if layer.center:
         offset = offset + layer.beta
-    quantizer = WeightQuantizer()
-    y = quantize("scaled", x * _along_axis(quantizer(scale), x, axis))
-    return y + _along_axis(quantizer(offset), x, axis)
+    y = quantize("scaled", x * _along_axis(quantize.constant(scale), x, axis))
+    return y + _along_axis(quantize.constant(offset), x, axis)
 
 
 def rescaling(layer, weights, quantize, training, x):
     """Rescaling: MUL by the scale, then (for a non-zero offset) ADD."""
-    y = x * ops.cast(layer.scale, x.dtype)
+    y = x * quantize.constant(ops.cast(layer.scale, x.dtype))
     if not _has_offset(layer):
         return y
-    return quantize("scaled", y) + ops.cast(layer.offset, x.dtype)
+    return quantize("scaled", y) + quantize.constant(ops.cast(layer.offset, x.dtype))
 
 
 def _has_offset(layer):
@@ -92,9 +93,10 @@ def _has_offset(layer):
 def normalization(layer, weights, quantize, training, x):
     """Normalization with constant statistics: SUB, then MUL (MUL, ADD if inverted)."""
     std = ops.maximum(ops.sqrt(layer.variance), keras.config.epsilon())
+    mean = quantize.constant(layer.mean)
     if layer.invert:
-        return quantize("intermediate", x * std) + layer.mean
-    return quantize("intermediate", x - layer.mean) / std
+        return quantize("intermediate", x * quantize.constant(std)) + mean
+    return quantize("intermediate", x - mean) * quantize.constant(1.0 / std)
 
 
 def projection(layer, weights, quantize, training, x):
@@ -167,13 +169,12 @@ def layer_normalization(layer, weights, quantize, training, x):
         centered = quantize("centered", x - ops.mean(x, axis=axes, keepdims=True))
     squares = quantize("squares", centered * centered)
     variance = quantize("variance", ops.mean(squares, axis=axes, keepdims=True))
-    inverse = quantize("inverse_std", ops.rsqrt(quantize("variance_eps", variance + layer.epsilon)))
-    y = quantize("normalized", centered * inverse)
-    quantizer = WeightQuantizer()
+    variance = quantize("variance_eps", variance + quantize.constant(layer.epsilon))
+    y = quantize("normalized", centered * quantize("inverse_std", ops.rsqrt(variance)))
     if layer.scale:
-        y = quantize("scaled", y * _broadcastable(quantizer(layer.gamma), x, axes))
+        y = quantize("scaled", y * _broadcastable(quantize.constant(layer.gamma), x, axes))
     if layer.center:
-        y = y + _broadcastable(quantizer(layer.beta), x, axes)
+        y = y + _broadcastable(quantize.constant(layer.beta), x, axes)
     return y
 
 
@@ -234,7 +235,7 @@ def multi_head_attention(
     q = quantize("query", project(layer.query_dense, query, weights["query_dense.kernel"]))
     k = quantize("key", project(layer.key_dense, key, weights["key_dense.kernel"]))
     v = quantize("value", project(layer.value_dense, value, weights["value_dense.kernel"]))
-    q = quantize("query_scaled", q * layer._inverse_sqrt_key_dim)
+    q = quantize("query_scaled", q * quantize.constant(layer._inverse_sqrt_key_dim))
     scores = ops.einsum(layer._dot_product_equation, k, q)
     if mask is None:
         scores = quantize("scores", scores)

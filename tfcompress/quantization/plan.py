@@ -45,6 +45,7 @@ class Status(enum.Enum):
     QUANTIZED = "quantized"
     FUSED = "fused"  # quantized by the activation op that follows
     NOT_FLOAT = "not float"  # integer or boolean: never quantized
+    CONSTANT = "constant"  # computed from no model input (a position embedding): folded
 
 
 @dataclasses.dataclass
@@ -184,12 +185,15 @@ class _Planner:
         self.plan, self.mode, self.strict = plan, mode, strict
         self.names = names  # layer names taken: inserted layers get new ones
         self.status = {}
+        self.live = set()  # tensors computed from a model input
 
-    def graph(self, model, input_status):
+    def graph(self, model, input_status, live=None):
         """Plans the nodes of `model`; returns its outputs' statuses."""
         graph = _Graph(model)
-        for t, s in zip(graph.inputs, input_status):
+        for i, (t, s) in enumerate(zip(graph.inputs, input_status)):
             self.status[id(t)] = s
+            if live is None or live[i]:
+                self.live.add(id(t))
         for node in graph.nodes:
             self.node(graph, node)
         return [self.status_of(t) for t in graph.outputs]
@@ -199,9 +203,11 @@ class _Planner:
             return Status.NOT_FLOAT
         return self.status.get(id(tensor), Status.FLOAT)
 
-    def set_outputs(self, node, status):
+    def set_outputs(self, node, status, live=True):
         for t in node.output_tensors:
             self.status[id(t)] = status if _graph.is_float(t) else Status.NOT_FLOAT
+            if live:
+                self.live.add(id(t))
 
     def node(self, graph, node):
         op = node.operation
@@ -210,9 +216,16 @@ class _Planner:
             return
         if self.plan.layers.get(op.name) is FOLDED:  # keeps the folded layer's input status
             return self.set_outputs(node, ins[0])
+        if not any(id(t) in self.live for t in node.input_tensors):
+            # Computed from no model input (a position embedding of
+            # `ops.arange`): the converter folds it into a constant, which it
+            # quantizes as an operand of the op that reads it.
+            return self.set_outputs(node, Status.CONSTANT, live=False)
         if isinstance(op, keras.Model) and _graph.is_graph_model(op):
-            for t, s in zip(node.output_tensors, self.graph(op, ins)):
+            live = [id(t) in self.live for t in node.input_tensors]
+            for t, s in zip(node.output_tensors, self.graph(op, ins, live)):
                 self.status[id(t)] = s
+                self.live.add(id(t))
             return
         inner, config = _config_for(op, self.mode)
         if config is None:
@@ -223,7 +236,7 @@ class _Planner:
                 f"QuantizeConfig. Received: {config!r}"
             )
         if config.is_passthrough:
-            floats = [s for s in ins if s is not Status.NOT_FLOAT]
+            floats = [s for s in ins if s not in (Status.NOT_FLOAT, Status.CONSTANT)]
             if len(floats) == 1:
                 out = floats[0]
             else:

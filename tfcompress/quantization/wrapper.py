@@ -220,7 +220,7 @@ class QuantizeWrapper(CompressionWrapper):
         self._kernel = kernel_for(self.layer, self.quantize_config)
         self._intermediates = {}
         for name, fixed in (self._kernel.intermediates if self._kernel else {}).items():
-            q = ActivationQuantizer(fixed_range=fixed) if fixed else ActivationQuantizer()
+            q = ActivationQuantizer(fixed_range=fixed)
             self._intermediates[name] = (q, q.build(self, name))
         self._pre_activation = None
         if self.activation is not None:
@@ -273,11 +273,8 @@ class QuantizeWrapper(CompressionWrapper):
         (inputs, *args), kwargs = tree.pack_sequence_as(((inputs,) + args, kwargs), flat)
         weights = self.weight_values(training)
         if self._kernel is not None:
-            def quantize(name, tensor, min_width=None, update=True):
-                q, state = self._intermediates[name]
-                return q(tensor, state, training and update, min_width=min_width)
-
             named = dict(zip(self.quantize_config.weights, weights))
+            quantize = _KernelQuantizers(self, training)
             y = self._kernel.compute(self.layer, named, quantize, training, inputs, *args, **kwargs)
         else:
             substitutions = list(zip(self.target_weights, weights))
@@ -289,6 +286,21 @@ class QuantizeWrapper(CompressionWrapper):
             q, state = self._output
             y = q(y, state, training)
         return y
+
+
+class _KernelQuantizers:
+    """What a kernel (`quantization.kernels`) quantizes with: the wrapper's ranges."""
+
+    def __init__(self, wrapper, training):
+        self._wrapper, self._training = wrapper, training
+
+    def __call__(self, name, tensor, min_width=None, update=True):
+        q, state = self._wrapper._intermediates[name]
+        return q(tensor, state, self._training and update, min_width=min_width)
+
+    def constant(self, value):
+        """A constant operand of an op, fake-quantized per tensor as the converter stores it."""
+        return WeightQuantizer()(ops.convert_to_tensor(value, "float32"))
 
 
 def _resolve_config(layer, quantize_config):
