@@ -1,0 +1,111 @@
+"""QAT of Keras operations, BatchNormalization after no conv, and transformer layers.
+
+Each converted model must be full-integer (no float op besides QUANTIZE /
+DEQUANTIZE at the edges) and agree with the Keras QAT model. The larger
+models (ViT, keyword spotter with BN after ReLU, MobileNetV3-style block) are
+the fast rows of `test_zoo.py`.
+"""
+
+import keras
+import numpy as np
+import pytest
+import zoo_models as zoo
+from keras import layers as L
+from keras import ops
+
+from tfcompress import lite
+from tfcompress.quantization import (
+    QuantizeWrapper,
+    quantize_annotate_model,
+    quantize_apply,
+    quantize_model,
+)
+
+
+def _calibrate(model, x, steps=3):
+    for i in range(steps):
+        model(x[i * 8:(i + 1) * 8], training=True)
+    return model
+
+
+def _tflite_ops(flatbuffer):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=flatbuffer,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def test_fake_quant_goes_after_the_operations_tflite_computes_in_int8():
+    inputs = keras.Input((8, 4))
+    x = L.Dense(4, name="dense")(inputs)
+    x = L.ReLU(6.0, name="relu6")(x + 3.0)  # ADD with a fused RELU6: one range, after it
+    x = x * (1.0 / 6.0)
+    x = ops.reshape(x, (-1, 32))[:, ::2]  # moves values: keeps its input's scale
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    qat = quantize_model(model)
+    wrappers = {l.name: l for l in qat.layers if isinstance(l, QuantizeWrapper)}
+    assert sorted(wrappers) == ["quant_dense", "quant_head", "quant_multiply", "quant_relu6"]
+    assert type(wrappers["quant_multiply"].layer).__name__ == "Identity"
+    x = np.random.default_rng(0).normal(size=(32, 8, 4)).astype("float32")
+    flatbuffer = lite.convert(_calibrate(qat, x), quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    assert _tflite_ops(flatbuffer).count("ADD") == 1  # the RELU6 fused into it
+    assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
+
+
+def test_rank3_dense_with_a_bias_is_one_int8_fully_connected():
+    inputs = keras.Input((6, 8))
+    dense = L.Dense(5, bias_initializer="ones")
+    model = keras.Model(inputs, dense(inputs))
+    x = np.random.default_rng(0).normal(size=(32, 6, 8)).astype("float32")
+    qat = _calibrate(quantize_model(model), x)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    assert "ADD" not in _tflite_ops(flatbuffer)  # the bias is in the FULLY_CONNECTED
+    np.testing.assert_allclose(lite.predict(flatbuffer, x), qat.predict(x, verbose=0), atol=0.05)
+
+
+@pytest.mark.parametrize("untrained", [True, False], ids=["gamma_1_beta_0", "trained_affine"])
+def test_causal_attention_and_layer_norm_are_full_integer(untrained):
+    inputs = keras.Input((8, 16))
+    x = L.LayerNormalization(name="norm")(inputs)
+    x = L.MultiHeadAttention(2, 8, name="attention")(x, x, use_causal_mask=True)
+    model = keras.Model(inputs, L.Dense(4)(x))
+    if not untrained:
+        zoo._perturb(model)
+    x = np.random.default_rng(0).normal(size=(32, 8, 16)).astype("float32")
+    qat = _calibrate(quantize_model(model), x)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    ops_ = _tflite_ops(flatbuffer)
+    assert "SOFTMAX" in ops_ and "RSQRT" in ops_ and "NEG" not in ops_
+    keras_out = qat.predict(x, verbose=0)
+    assert zoo.cosine(keras_out, lite.predict(flatbuffer, x)) >= 0.999
+    # The first position attends to itself only, in Keras and in int8 alike.
+    assert zoo.cosine(model.predict(x, verbose=0), keras_out) >= 0.99
+
+
+def test_annotate_model_then_apply_with_flatten_reshape_and_pooling(digits):
+    (x, y), _ = digits
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(8, 3, activation="relu"),
+        L.MaxPooling2D(2),
+        L.Reshape((9, 8)),
+        L.Flatten(),
+        L.Dense(10),
+    ])
+    qat = quantize_apply(quantize_annotate_model(model))
+    # Pass-through layers keep their input's scale: no wrapper.
+    names = ["QuantizeWrapper", "MaxPooling2D", "Reshape", "Flatten", "QuantizeWrapper"]
+    assert [type(l).__name__ for l in qat.layers] == names
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    keras_top1 = np.argmax(qat.predict(x[:256], verbose=0), axis=-1)
+    assert np.mean(np.argmax(lite.predict(flatbuffer, x[:256]), axis=-1) == keras_top1) >= 0.99
