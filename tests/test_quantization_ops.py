@@ -109,3 +109,34 @@ def test_annotate_model_then_apply_with_flatten_reshape_and_pooling(digits):
     assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
     keras_top1 = np.argmax(qat.predict(x[:256], verbose=0), axis=-1)
     assert np.mean(np.argmax(lite.predict(flatbuffer, x[:256]), axis=-1) == keras_top1) >= 0.99
+
+
+class ResidualBlock(L.Layer):
+    """A subclassed block of known layers (as keras_hub's TransformerEncoder)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(16, activation="gelu")
+        self.norm = L.LayerNormalization()
+
+    def call(self, x):
+        return self.norm(x + self.dense(x))
+
+
+def test_subclassed_blocks_are_written_out_and_quantized_layer_by_layer():
+    inputs = keras.Input((4, 16))
+    x = ResidualBlock(name="block0")(inputs)
+    model = keras.Model(inputs, ResidualBlock(name="block1")(x))
+    zoo._perturb(model)
+    qat = quantize_model(model)
+    inner = sorted(type(l.layer).__name__ for l in qat.layers if l.name.startswith("quant_block"))
+    assert inner == ["Dense", "Dense", "LayerNormalization", "LayerNormalization"]
+    # The input, read by the Dense and by `x + ...`, gets one quantizer.
+    assert [l.name for l in qat.layers if isinstance(l, QuantizeWrapper) and l.quantize_inputs] == []
+    assert "quant_input_layer" in [l.name for l in qat.layers]
+    x = np.random.default_rng(0).normal(size=(32, 4, 16)).astype("float32")
+    _calibrate(qat, x)
+    assert zoo.cosine(qat.predict(x, verbose=0), model.predict(x, verbose=0)) >= 0.99
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999

@@ -13,6 +13,7 @@ it and `benchmarks/zoo.py` tabulates it.
 """
 
 import dataclasses
+import importlib.util
 
 import keras
 import numpy as np
@@ -128,6 +129,24 @@ def bert_data(rng, n):
     ]
 
 
+def keras_hub_bert():
+    """keras_hub's BertBackbone from a tiny config (no preset, no download)."""
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    model = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
+        max_sequence_length=T,
+    )
+    return _perturb(model)
+
+
+def keras_hub_bert_data(rng, n):
+    tokens, padding = bert_data(rng, n)
+    segments = rng.integers(0, 2, (n, T)).astype("int32")
+    return {"token_ids": tokens, "segment_ids": segments, "padding_mask": padding}
+
+
 def keyword_spotter():
     """Conv1D keyword spotter: Conv -> ReLU -> BatchNormalization (not foldable)."""
     keras.utils.set_random_seed(0)
@@ -221,11 +240,14 @@ def zoo():
         Row("multi_input", multi_input, lambda rng, n: [images(16)(rng, n), images(16)(rng, n)],
             needs=SEQUENCE_INPUT),
         Row("multi_output", multi_output, images(16), needs=SEQUENCE_INPUT),
+        Row("keras_hub_bert", keras_hub_bert, keras_hub_bert_data, needs=SEQUENCE_INPUT),
         Row("lstm", recurrent("LSTM"), sequences, float_ops={"*": "QAT leaves LSTM float"},
             needs=RNN_CONVERSION),
         Row("gru", recurrent("GRU"), sequences, float_ops={"*": "QAT leaves GRU float"},
             needs=RNN_CONVERSION),
     ]
+    if importlib.util.find_spec("keras_hub") is None:  # not a dependency of tfcompress
+        rows = [row for row in rows if row.name != "keras_hub_bert"]
     return rows
 
 
@@ -236,7 +258,7 @@ def _fit(model, x, steps=2, batch=4, learning_rate=1e-4):
     """A few training steps on random targets shaped like the outputs (MSE)."""
     rng = np.random.default_rng(1)
     n = steps * batch
-    xs = [a[:n] for a in x] if isinstance(x, list) else x[:n]
+    xs = keras.tree.map_structure(lambda a: a[:n], x)
     ys = [rng.normal(size=(n,) + tuple(o.shape[1:])).astype("float32") for o in model.outputs]
     model.compile(keras.optimizers.Adam(learning_rate), loss="mse")
     model.fit(xs, ys if len(ys) > 1 else ys[0], batch_size=batch, epochs=1, verbose=0)

@@ -66,7 +66,7 @@ def is_float(tensor):
     return "float" in str(tensor.dtype)
 
 
-def rebuild(model, replace=None, insert_after=None):
+def rebuild(model, replace=None, insert_after=None, inline=None):
     """Returns a new model computing like `model`, with layers replaced or inserted.
 
     Args:
@@ -79,12 +79,18 @@ def rebuild(model, replace=None, insert_after=None):
             tensor of `model`'s graph (and of nested graphs): inputs, and each
             output of each node. A layer it returns is applied to the new
             tensor, and its output replaces the tensor for every reader.
+        inline: `inline(layer) -> bool`: for True, the layer's nodes run its
+            `call` on the new tensors, so the layers and operations inside a
+            subclassed block become nodes of the new graph (their names must
+            be unique in it). Asked once per layer, before `replace`.
 
     Returns:
         The new model: Sequential for a Sequential, else functional.
     """
     check_built(model)
-    return _Rebuild(replace or (lambda layer: None), insert_after or (lambda t: None)).model(model)
+    return _Rebuild(
+        replace or (lambda layer: None), insert_after or (lambda t: None), inline or (lambda layer: False)
+    ).model(model)
 
 
 def copy(model):
@@ -107,15 +113,18 @@ def copy(model):
 
 
 class _Rebuild:
-    def __init__(self, replace, insert_after):
+    def __init__(self, replace, insert_after, inline):
         self.replace = replace
         self.insert_after = insert_after
+        self.inline = inline
         self.replacements = {}  # id(old operation) -> new operation
 
     def operation(self, op):
         if id(op) not in self.replacements:
             if isinstance(op, keras.Model) and is_graph_model(op):
                 new = self.model(op)
+            elif isinstance(op, keras.layers.Layer) and self.inline(op):
+                new = op.call  # its layers and operations join the graph
             elif isinstance(op, keras.layers.Layer):
                 new = self.replace(op) or op
             else:  # a keras Operation: stateless, called again as it is

@@ -191,7 +191,15 @@ def activation_name(fn):
         name = keras.activations.serialize(fn)
     except Exception:  # a custom callable
         return None
+    if isinstance(name, dict) and name.get("class_name") == "function":
+        name = name.get("config")  # a registered function: "package>name"
     return name if isinstance(name, str) else None
+
+
+def activation_fn(name):
+    """The activation function `activation_name` named (a Keras or a registered one)."""
+    registered = keras.saving.get_registered_object(name) if ">" in name else None
+    return registered or keras.activations.get(name)
 
 
 def has_linear_activation(layer):

@@ -193,6 +193,7 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
     from tfcompress._wrapper import CompressionWrapper, already_wrapped_message
 
     wrapped = set()
+    left = []  # layers with weights the technique does not support
 
     def wrap(layer, setting):
         wrapped.add(layer.name)
@@ -219,12 +220,7 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
             if given or layer.name in settings:
                 raise ValueError(wrapper_cls.unsupported_message(layer))
             if _layers.owns_weights(layer) and not isinstance(layer, _layers.NORMALIZATION_LAYERS):
-                warnings.warn(
-                    f"Layer '{layer.name}' ({type(layer).__name__}) has weights but is not "
-                    f"supported by {wrapper_cls.technique}; it is left as it is. Define "
-                    f"{wrapper_cls.opt_in_method}() on it to include it.",
-                    stacklevel=5,
-                )
+                left.append(f"{layer.name} ({type(layer).__name__})")
             return None
         return wrap(layer, setting)
 
@@ -246,6 +242,13 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
         raise TypeError(
             f"{target_argument} must be a keras.Model, a keras layer or a non-empty list "
             f"of layers. Received: {target_argument}={target!r} of type {type(target).__name__}"
+        )
+    if left:
+        warnings.warn(
+            f"Layers {left} have weights but are not supported by {wrapper_cls.technique}; "
+            f"they are left as they are. Define {wrapper_cls.opt_in_method}() on a layer "
+            "to include it.",
+            stacklevel=3,
         )
     missing = sorted(name for name in settings if name is not None and name not in wrapped)
     if missing:

@@ -123,18 +123,21 @@ class CompressionWrapper(keras.layers.Wrapper):
             self.build(build_config["input_shape"])
         return self
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, *args, training=None, **kwargs):
+        # Arguments as the wrapped layer takes them: one tensor, several
+        # (MultiHeadAttention's query, value, key), or keywords only (a
+        # keras_hub block calls `attention(query=x, value=x, ...)`).
         training = training is True
         if training:
             self.update_state()
         substitutions = list(zip(self.target_weights, self.weight_values(training)))
-        return self.call_wrapped(substitutions, inputs, *args, training=training, **kwargs)
+        return self.call_wrapped(substitutions, *args, training=training, **kwargs)
 
-    def compute_output_spec(self, inputs, *args, training=None, **kwargs):
+    def compute_output_spec(self, *args, training=None, **kwargs):
         # What the wrapped layer outputs, from its own shape inference: tracing
         # `call` instead would turn an input Keras marks sparse by mistake
         # (`x * 0.5` in a functional graph) into a SparseTensor.
-        spec = self.layer.compute_output_spec(inputs, *args, **kwargs)
+        spec = self.layer.compute_output_spec(*args, **kwargs)
         return tree.map_structure(lambda t: keras.KerasTensor(t.shape, dtype=t.dtype), spec)
 
     def call_wrapped(self, substitutions, *args, **kwargs):

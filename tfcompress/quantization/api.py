@@ -113,22 +113,18 @@ def quantize_annotate_model(model):
         ValueError: for a subclassed model.
     """
     _check_graph_model(model, "quantize_annotate_model")
-    unknown = []
+    unknown = {True: [], False: []}  # has weights -> names
 
     def annotate(layer):
         if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper, keras.layers.InputLayer)):
             return None
         if default_quantize_config(layer) is None:
-            if layer.weights:
-                unknown.append(layer.name)
-            else:
-                plan.warn_unknown_layer(layer)
+            unknown[bool(layer.weights)].append(layer.name)
             return None
         return QuantizeAnnotate(layer)
 
     annotated = _rewrite.map_layers(model, annotate)
-    if unknown:
-        warnings.warn(plan.unknown_layers_message(unknown), stacklevel=2)
+    _warn_float(unknown[True], unknown[False], stacklevel=3)
     return annotated
 
 
@@ -215,17 +211,12 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters, strict=False):
             f"Received: preserve_clusters={preserve_clusters!r}"
         )
     # Planned on our own copy, whose tensors the rebuild below walks.
-    model = _graph.copy(strip_for_export(model))
+    model = _inline_blocks(_graph.copy(strip_for_export(model)))
     decisions = plan.plan_model(model, mode, strict)
-    if decisions.float_layers:
-        warnings.warn(plan.unknown_layers_message(decisions.float_layers), stacklevel=3)
-    if decisions.float_operations:
-        warnings.warn(
-            f"Operations {decisions.float_operations} have no int8 TFLite kernel in "
-            "tfcompress' table; they stay float (TFLite dequantizes before them and "
-            "quantizes after them).",
-            stacklevel=3,
-        )
+    _warn_float(
+        decisions.float_layers, decisions.weightless_layers, decisions.float_operations,
+        stacklevel=4,
+    )
 
     def rewrite(layer):
         decision = decisions.layers.get(layer.name)
@@ -263,6 +254,68 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters, strict=False):
         return QuantizeWrapper(identity, quantize_config=decision.config, name=decision.name)
 
     return _graph.rebuild(model, replace=rewrite, insert_after=insert_after)
+
+
+def _inline_blocks(model, passes=3):
+    """`model` with its subclassed blocks written out as graph nodes, where possible.
+
+    A layer holding layers that the table does not know (keras_hub's
+    TransformerEncoder, a user's residual block) would stay float as a whole;
+    calling its `call` on symbolic tensors puts its layers and operations in
+    the graph, where each is quantized like any other. Its layers are renamed
+    `<block>_<layer>` (names must be unique in a graph). A block whose `call`
+    cannot run symbolically stays as it is.
+    """
+    for _ in range(passes):
+        blocks = [
+            layer for layer in _rewrite.iter_layers(model)
+            if _is_block(layer) and any(node.operation is layer for node in _graph.nodes(model))
+        ]
+        if not blocks:
+            return model
+        inlined = {id(layer) for layer in blocks}
+
+        def inline(layer):
+            if id(layer) not in inlined:
+                return False
+            for sub in layer._flatten_layers(include_self=False):
+                sub.name = f"{layer.name}_{sub.name}"
+            return True
+
+        try:
+            model = _graph.rebuild(model, inline=inline)
+        except Exception as error:  # a `call` that needs concrete tensors
+            warnings.warn(
+                f"Layers {[layer.name for layer in blocks]} could not be written out as "
+                f"graph nodes ({type(error).__name__}: {error}); they stay float.",
+                stacklevel=4,
+            )
+            return model
+    return model
+
+
+def _is_block(layer):
+    return (
+        bool(getattr(layer, "_layers", None))
+        and default_quantize_config(layer) is None
+        and not isinstance(layer, (keras.layers.Wrapper, keras.layers.RNN, keras.layers.InputLayer))
+        and not (isinstance(layer, keras.Model) and _graph.is_graph_model(layer))
+    )
+
+
+def _warn_float(with_weights, weightless, operations=(), stacklevel=3):
+    """Warns about what stays float; `stacklevel` reaches the user's line."""
+    if with_weights:
+        warnings.warn(plan.unknown_layers_message(with_weights), stacklevel=stacklevel)
+    if weightless:
+        warnings.warn(plan.weightless_layers_message(weightless), stacklevel=stacklevel)
+    if operations:
+        warnings.warn(
+            f"Operations {list(operations)} have no int8 TFLite kernel in tfcompress' "
+            "table; they stay float (TFLite dequantizes before them and quantizes after "
+            "them).",
+            stacklevel=stacklevel,
+        )
 
 
 def _quantized_name(layer):

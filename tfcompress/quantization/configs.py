@@ -128,6 +128,12 @@ def fixed_range_for(name):
     return _FIXED_RANGES.get(name)
 
 
+def _is_keras_hub(layer, class_name):
+    # keras_hub is not a dependency: its layers are known by name.
+    cls = type(layer)
+    return cls.__name__ == class_name and cls.__module__.startswith("keras_hub.")
+
+
 def output_config(activation=None):
     """The config of a weightless op computing new values: its output quantized.
 
@@ -214,7 +220,7 @@ def default_quantize_config(layer):
             return None
         names = ("query_dense", "key_dense", "value_dense", "output_dense")
         return QuantizeConfig(weights={f"{name}.kernel": WeightQuantizer() for name in names})
-    if isinstance(layer, L.Embedding):
+    if isinstance(layer, L.Embedding) or _is_keras_hub(layer, "PositionEmbedding"):
         # GATHER keeps the table's scale: one range, on the output, serves both.
         return QuantizeConfig()
     if isinstance(layer, (L.BatchNormalization, L.LayerNormalization)):

@@ -24,7 +24,6 @@ quantizer after the activation), pass-through ops keep their input's scale.
 
 import dataclasses
 import enum
-import warnings
 
 import keras
 
@@ -77,6 +76,7 @@ class Plan:
     layers: dict = dataclasses.field(default_factory=dict)  # layer name -> Wrap | FOLDED
     tensors: dict = dataclasses.field(default_factory=dict)  # id(KerasTensor) -> QuantizeTensor
     float_layers: list = dataclasses.field(default_factory=list)  # unknown, with weights
+    weightless_layers: list = dataclasses.field(default_factory=list)  # unknown, no weights
     float_operations: list = dataclasses.field(default_factory=list)  # unknown operations
 
 
@@ -116,13 +116,12 @@ def unknown_layers_message(names):
     )
 
 
-def warn_unknown_layer(layer):
-    """Warns that a weightless layer the table does not know stays float."""
-    warnings.warn(
-        f"Layer '{layer.name}' of type {type(layer).__name__} is not in the quantization "
-        "table and stays float: TFLite will dequantize before it and quantize after it. "
-        "Give it a QuantizeConfig with quantize_annotate_layer to quantize it.",
-        stacklevel=4,
+def weightless_layers_message(names):
+    """The warning for weightless layers the table does not know (they stay float)."""
+    return (
+        f"Layers {names} are not in the quantization table and stay float: TFLite "
+        "will dequantize before them and quantize after them. Give one a QuantizeConfig "
+        "with quantize_annotate_layer to quantize it."
     )
 
 
@@ -173,6 +172,10 @@ class _Graph:
         self.calls = {}
         for node in self.nodes:
             self.calls[id(node.operation)] = self.calls.get(id(node.operation), 0) + 1
+
+    def readers(self, tensor):
+        """How many nodes (and model outputs) read `tensor`."""
+        return len(self._readers.get(id(tensor), []))
 
     def only_reader(self, tensor):
         """The one node reading `tensor`, or None (several, or a model output)."""
@@ -245,6 +248,12 @@ class _Planner:
             return self.set_outputs(node, out)
         if not isinstance(op, keras.layers.Layer):
             return self.operation(graph, node, config, ins)
+        # A float tensor other nodes read too gets one quantizer of its own,
+        # shared by all of them, rather than one inside each wrapper.
+        for t, s in zip(node.input_tensors, ins):
+            if s is Status.FLOAT and graph.readers(t) > 1:
+                self.quantize_tensor(t, t._keras_history.operation.name, QuantizeConfig())
+        ins = [self.status_of(t) for t in node.input_tensors]
         decision = Wrap(
             config=config,
             quantize_inputs=[s == Status.FLOAT for s in ins] if len(ins) > 1 else ins[0] == Status.FLOAT,
@@ -261,7 +270,7 @@ class _Planner:
                     raise ValueError(unsupported_message(op))
                 self.plan.float_layers.append(op.name)
             else:
-                warn_unknown_layer(op)
+                self.plan.weightless_layers.append(op.name)
         elif not isinstance(op, keras.layers.Layer) and any(
             _graph.is_float(t) for t in node.output_tensors
         ):

@@ -262,26 +262,27 @@ class QuantizeWrapper(CompressionWrapper):
             values.append(quantizer(ops.convert_to_tensor(value)))
         return values
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, *args, training=None, **kwargs):
         training = training is True
-        # The tensors among the call arguments, in the order of the graph
-        # node's inputs (which `quantize_inputs` follows).
-        flat = tree.flatten(((inputs,) + args, kwargs))
+        # The tensors among the call arguments (positional or keywords, as
+        # the wrapped layer takes them), in the order of the graph node's
+        # inputs, which `quantize_inputs` follows.
+        flat = tree.flatten((args, kwargs))
         positions = [i for i, v in enumerate(flat) if v is not None and _is_tensor(v)]
         for i, q, state in self._input_quantizers:
             flat[positions[i]] = q(flat[positions[i]], state, training)
-        (inputs, *args), kwargs = tree.pack_sequence_as(((inputs,) + args, kwargs), flat)
+        args, kwargs = tree.pack_sequence_as((args, kwargs), flat)
         weights = self.weight_values(training)
         if self._kernel is not None:
             named = dict(zip(self.quantize_config.weights, weights))
             quantize = _KernelQuantizers(self, training)
-            y = self._kernel.compute(self.layer, named, quantize, training, inputs, *args, **kwargs)
+            y = self._kernel.compute(self.layer, named, quantize, training, *args, **kwargs)
         else:
             substitutions = list(zip(self.target_weights, weights))
-            y = self.call_wrapped(substitutions, inputs, *args, training=training, **kwargs)
+            y = self.call_wrapped(substitutions, *args, training=training, **kwargs)
         if self._pre_activation is not None:
             q, state = self._pre_activation
-            y = keras.activations.get(self.activation)(q(y, state, training))
+            y = _layers.activation_fn(self.activation)(q(y, state, training))
         if self._output is not None:
             q, state = self._output
             y = q(y, state, training)
