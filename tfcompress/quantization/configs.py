@@ -128,10 +128,11 @@ def fixed_range_for(name):
     return _FIXED_RANGES.get(name)
 
 
-def _is_keras_hub(layer, class_name):
-    # keras_hub is not a dependency: its layers are known by name.
+def _known_by_name(layer, class_name, package):
+    # Layers Keras does not export (keras.applications' LayerScale) and those of
+    # keras_hub (not a dependency) are known by class name and package.
     cls = type(layer)
-    return cls.__name__ == class_name and cls.__module__.startswith("keras_hub.")
+    return cls.__name__ == class_name and cls.__module__.startswith(package + ".")
 
 
 def output_config(activation=None):
@@ -220,7 +221,10 @@ def default_quantize_config(layer):
             return None
         names = ("query_dense", "key_dense", "value_dense", "output_dense")
         return QuantizeConfig(weights={f"{name}.kernel": WeightQuantizer() for name in names})
-    if isinstance(layer, L.Embedding) or _is_keras_hub(layer, "PositionEmbedding"):
+    if _known_by_name(layer, "LayerScale", "keras"):
+        # ConvNeXt's `x * gamma`: an int8 MUL by a per-channel constant.
+        return QuantizeConfig(weights={"gamma": WeightQuantizer()})
+    if isinstance(layer, L.Embedding) or _known_by_name(layer, "PositionEmbedding", "keras_hub"):
         # GATHER keeps the table's scale: one range, on the output, serves both.
         return QuantizeConfig()
     if isinstance(layer, (L.BatchNormalization, L.LayerNormalization)):
