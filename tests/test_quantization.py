@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import zoo_models as zoo
 from conftest import accuracy, compile_for_digits, make_cnn, make_mobile_block
 
 import tfcompress
@@ -27,24 +28,6 @@ def _interpreter(flatbuffer):
     interpreter = Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     return interpreter
-
-
-def _float_ops(flatbuffer):
-    """Ops computing in float, besides QUANTIZE / DEQUANTIZE at the edges."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    # Without XNNPACK, which would hide float ops inside one DELEGATE op.
-    interpreter = Interpreter(
-        model_content=flatbuffer,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    return [
-        op["op_name"] for op in interpreter._get_ops_details()
-        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
-        and any(details[i]["dtype"] == np.float32 for i in op["outputs"])
-    ]
 
 
 def _weight_tensors(flatbuffer):
@@ -354,7 +337,7 @@ def test_unknown_layer_with_weights_stays_float_naming_it():
     qat(x, training=True)
     flatbuffer = lite.convert(qat, quantization="int8")
     np.testing.assert_allclose(lite.predict(flatbuffer, x), qat.predict(x, verbose=0), atol=0.05)
-    assert _float_ops(flatbuffer) == ["COS"]
+    assert zoo.float_ops_and_tensors(flatbuffer)[0] == ["COS"]
     with pytest.raises(ValueError, match=r"'scale'.*Scale.*quantize_annotate_layer"):
         quantize_model(model, strict=True)
 

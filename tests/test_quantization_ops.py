@@ -28,17 +28,6 @@ def _calibrate(model, x, steps=3):
     return model
 
 
-def _tflite_ops(flatbuffer):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=flatbuffer,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    return [op["op_name"] for op in interpreter._get_ops_details()]
-
-
 def test_fake_quant_goes_after_the_operations_tflite_computes_in_int8():
     inputs = keras.Input((8, 4))
     x = L.Dense(4, name="dense")(inputs)
@@ -53,7 +42,7 @@ def test_fake_quant_goes_after_the_operations_tflite_computes_in_int8():
     x = np.random.default_rng(0).normal(size=(32, 8, 4)).astype("float32")
     flatbuffer = lite.convert(_calibrate(qat, x), quantization="int8")
     assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
-    assert _tflite_ops(flatbuffer).count("ADD") == 1  # the RELU6 fused into it
+    assert zoo.tflite_ops(flatbuffer).count("ADD") == 1  # the RELU6 fused into it
     assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
 
 
@@ -65,7 +54,7 @@ def test_rank3_dense_with_a_bias_is_one_int8_fully_connected():
     qat = _calibrate(quantize_model(model), x)
     flatbuffer = lite.convert(qat, quantization="int8")
     assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
-    assert "ADD" not in _tflite_ops(flatbuffer)  # the bias is in the FULLY_CONNECTED
+    assert "ADD" not in zoo.tflite_ops(flatbuffer)  # the bias is in the FULLY_CONNECTED
     np.testing.assert_allclose(lite.predict(flatbuffer, x), qat.predict(x, verbose=0), atol=0.05)
 
 
@@ -81,7 +70,7 @@ def test_causal_attention_and_layer_norm_are_full_integer(untrained):
     qat = _calibrate(quantize_model(model), x)
     flatbuffer = lite.convert(qat, quantization="int8")
     assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
-    ops_ = _tflite_ops(flatbuffer)
+    ops_ = zoo.tflite_ops(flatbuffer)
     assert "SOFTMAX" in ops_ and "RSQRT" in ops_ and "NEG" not in ops_
     keras_out = qat.predict(x, verbose=0)
     assert zoo.cosine(keras_out, lite.predict(flatbuffer, x)) >= 0.999
@@ -140,3 +129,13 @@ def test_subclassed_blocks_are_written_out_and_quantized_layer_by_layer():
     flatbuffer = lite.convert(qat, quantization="int8")
     assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
     assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
+
+
+def test_qat_transformer_saves_and_reloads_without_custom_objects(tmp_path):
+    model = zoo.vit(depth=1, dim=16, mlp=32)
+    x = np.random.default_rng(0).normal(size=(24, 8, 8, 1)).astype("float32")
+    qat = _calibrate(quantize_model(model), x)
+    path = str(tmp_path / "vit_qat.keras")
+    qat.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-5)

@@ -357,13 +357,7 @@ def float_ops_and_tensors(flatbuffer, allowed=()):
     at the edges), int32 biases and shapes are not float, and the tensors of
     the ops `allowed` declares float ("*": any).
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=flatbuffer,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
+    interpreter = interpreter_without_delegates(flatbuffer)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
     floats, tensors = [], set()
@@ -378,3 +372,20 @@ def float_ops_and_tensors(flatbuffer, allowed=()):
             floats.append(name)
         tensors.update(details[i]["name"] for i in is_float)
     return floats, sorted(tensors)
+
+
+def interpreter_without_delegates(flatbuffer):
+    """A LiteRT interpreter with the reference kernels: every op stays visible (no DELEGATE)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=flatbuffer,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_ops(flatbuffer):
+    """The op names of a `.tflite`, in execution order."""
+    return [op["op_name"] for op in interpreter_without_delegates(flatbuffer)._get_ops_details()]
