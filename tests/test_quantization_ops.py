@@ -139,3 +139,26 @@ def test_qat_transformer_saves_and_reloads_without_custom_objects(tmp_path):
     qat.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-5)
+
+
+def test_batchnorm_after_no_conv_is_an_int8_multiply_add_with_the_relu_fused():
+    # DenseNet / ResNetV2 pre-activation: concatenate -> BN -> ReLU -> conv.
+    inputs = keras.Input((8, 8, 3))
+    a = L.Conv2D(4, 3, padding="same")(inputs)
+    b = L.Conv2D(4, 1)(inputs)
+    x = L.BatchNormalization()(L.Concatenate()([a, b]))
+    x = L.Activation("relu")(x)
+    x = L.Conv2D(8, 3)(x)
+    model = zoo._perturb(keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(x))))
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.moving_mean.assign(np.linspace(-1, 1, 8))
+            layer.moving_variance.assign(np.linspace(0.5, 2, 8))
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    qat = _calibrate(quantize_model(model), x)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    ops_ = zoo.tflite_ops(flatbuffer)
+    assert ops_.count("MUL") == 1 and ops_.count("ADD") == 1 and "RELU" not in ops_
+    assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
+    assert zoo.cosine(model.predict(x, verbose=0), qat.predict(x, verbose=0)) >= 0.99

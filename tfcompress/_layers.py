@@ -115,9 +115,10 @@ ACTIVATION_OPERATIONS = {
     "Relu6": "relu6", "Sigmoid": "sigmoid", "Silu": "silu", "Softmax": "softmax",
     "Tanh": "tanh",
 }
-# Operations and layers into which TFLite fuses a following ReLU / ReLU6.
+# Operations and layers into which TFLite fuses a following ReLU / ReLU6 (a
+# BatchNormalization that no conv absorbs ends with an ADD).
 ACTIVATION_FUSING_OPERATIONS = frozenset({"Add", "Subtract", "Multiply"})
-ACTIVATION_FUSING_LAYERS = (L.Add, L.Subtract, L.Multiply)
+ACTIVATION_FUSING_LAYERS = (L.Add, L.Subtract, L.Multiply, L.BatchNormalization)
 
 # (layer types, function returning the weights pruning and clustering compress).
 # Biases, normalization layers and everything else are left alone.
