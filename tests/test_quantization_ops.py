@@ -162,3 +162,17 @@ def test_batchnorm_after_no_conv_is_an_int8_multiply_add_with_the_relu_fused():
     assert ops_.count("MUL") == 1 and ops_.count("ADD") == 1 and "RELU" not in ops_
     assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
     assert zoo.cosine(model.predict(x, verbose=0), qat.predict(x, verbose=0)) >= 0.99
+
+
+def test_recurrent_layers_stay_float_with_a_warning_naming_them():
+    inputs = keras.Input((6, 4))
+    x = L.Dense(8, name="embed")(inputs)
+    x = L.LSTM(8, return_sequences=True, name="lstm")(x)
+    x = L.Bidirectional(L.GRU(4), name="bigru")(x)
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    with pytest.warns(UserWarning, match=r"\['lstm', 'bigru'\] have weights.*stay float"):
+        qat = quantize_model(model)
+    assert [l.name for l in qat.layers if isinstance(l, QuantizeWrapper)] == ["quant_embed", "quant_head"]
+    assert qat.get_layer("quant_head").quantize_inputs is True  # after the float GRU
+    x = np.random.default_rng(0).normal(size=(8, 6, 4)).astype("float32")
+    assert zoo.cosine(_calibrate(qat, x, steps=1).predict(x, verbose=0), model.predict(x, verbose=0)) >= 0.99
