@@ -8,7 +8,7 @@ from keras import ops, tree
 
 from tfcompress import _layers
 from tfcompress._state import zero_mask
-from tfcompress._wrapper import CompressionWrapper, check_unwrapped_layer
+from tfcompress._wrapper import CompressionWrapper, check_unwrapped_layer, positional
 from tfcompress.clustering.centroids import centroid_state, gather_centroids
 from tfcompress.quantization.kernels import kernel_for
 from tfcompress.quantization.configs import (
@@ -262,8 +262,9 @@ class QuantizeWrapper(CompressionWrapper):
             values.append(quantizer(ops.convert_to_tensor(value)))
         return values
 
-    def call(self, *args, training=None, **kwargs):
+    def call(self, inputs=None, *args, training=None, **kwargs):
         training = training is True
+        args = positional(inputs, args)
         # The tensors among the call arguments (positional or keywords, as
         # the wrapped layer takes them), in the order of the graph node's
         # inputs, which `quantize_inputs` follows.
