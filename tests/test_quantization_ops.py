@@ -131,6 +131,35 @@ def test_subclassed_blocks_are_written_out_and_quantized_layer_by_layer():
     assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
 
 
+class EagerBlock(L.Layer):
+    """A block whose `call` needs concrete tensors: it cannot be written out as nodes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(4)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        scale = 2.0 if float(keras.ops.convert_to_numpy(keras.ops.max(x))) > 100 else 1.0
+        return self.dense(x) * scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[:-1] + (4,)
+
+
+def test_a_block_that_cannot_be_written_out_stays_float_with_a_warning():
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, L.Dense(2)(EagerBlock(name="eager")(L.Dense(8)(inputs))))
+    with pytest.warns(UserWarning, match=r"\['eager'\] could not be written out"):
+        qat = quantize_model(model)
+    assert type(qat.get_layer("eager")) is EagerBlock
+    x = np.random.default_rng(0).normal(size=(8, 8)).astype("float32")
+    # (Eager calls: this block cannot run in a traced function either.)
+    assert zoo.cosine(_calibrate(qat, x, steps=1)(x), model(x)) >= 0.99
+
+
 def test_qat_transformer_saves_and_reloads_without_custom_objects(tmp_path):
     model = zoo.vit(depth=1, dim=16, mlp=32)
     x = np.random.default_rng(0).normal(size=(24, 8, 8, 1)).astype("float32")

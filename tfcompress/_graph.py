@@ -82,7 +82,10 @@ def rebuild(model, replace=None, insert_after=None, inline=None):
         inline: `inline(layer) -> bool`: for True, the layer's nodes run its
             `call` on the new tensors, so the layers and operations inside a
             subclassed block become nodes of the new graph (their names must
-            be unique in it). Asked once per layer, before `replace`.
+            be unique in it). Asked once per layer, before `replace`. A block
+            whose `call` fails on symbolic tensors stays a layer (`replace`
+            is asked then), and `inline.failed` (a list, if it has one) gets
+            `(layer, error)`.
 
     Returns:
         The new model: Sequential for a Sequential, else functional.
@@ -118,6 +121,7 @@ class _Rebuild:
         self.insert_after = insert_after
         self.inline = inline
         self.replacements = {}  # id(old operation) -> new operation
+        self.inlined = set()  # id of layers whose `call` runs on the new tensors
 
     def operation(self, op):
         if id(op) not in self.replacements:
@@ -125,12 +129,27 @@ class _Rebuild:
                 new = self.model(op)
             elif isinstance(op, keras.layers.Layer) and self.inline(op):
                 new = op.call  # its layers and operations join the graph
+                self.inlined.add(id(op))
             elif isinstance(op, keras.layers.Layer):
                 new = self.replace(op) or op
             else:  # a keras Operation: stateless, called again as it is
                 new = op
             self.replacements[id(op)] = new
         return self.replacements[id(op)]
+
+    def call(self, op, args, kwargs):
+        new = self.operation(op)
+        if id(op) not in self.inlined:
+            return new(*args, **kwargs)
+        try:
+            return new(*args, **kwargs)
+        except Exception as error:  # a block whose `call` needs concrete tensors
+            failed = getattr(self.inline, "failed", None)
+            if failed is not None:
+                failed.append((op, error))
+            self.inlined.discard(id(op))
+            self.replacements[id(op)] = self.replace(op) or op
+            return self.replacements[id(op)](*args, **kwargs)
 
     def after(self, old, new):
         layer = self.insert_after(old)
@@ -150,7 +169,7 @@ class _Rebuild:
             tensors[id(x)] = self.after(x, y)
         for node in nodes(model):
             args, kwargs = node.arguments.fill_in(tensors)
-            outputs = tree.flatten(self.operation(node.operation)(*args, **kwargs))
+            outputs = tree.flatten(self.call(node.operation, args, kwargs))
             for old, new in zip(node.outputs, outputs):
                 tensors[id(old)] = self.after(old, new)
         outputs = [tensors[id(x)] for x in graph.outputs]

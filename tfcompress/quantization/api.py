@@ -264,41 +264,45 @@ def _inline_blocks(model, passes=3):
     calling its `call` on symbolic tensors puts its layers and operations in
     the graph, where each is quantized like any other. Its layers are renamed
     `<block>_<layer>` (names must be unique in a graph). A block whose `call`
-    cannot run symbolically stays as it is.
+    cannot run on symbolic tensors stays as it is (float, with a warning).
     """
+    failed = []
     for _ in range(passes):
-        blocks = [
-            layer for layer in _rewrite.iter_layers(model)
-            if _is_block(layer) and any(node.operation is layer for node in _graph.nodes(model))
-        ]
+        blocks = {
+            id(node.operation): node.operation for node in _graph.nodes(model)
+            if _is_block(node.operation) and node.operation.name not in [f.name for f, _ in failed]
+        }
         if not blocks:
-            return model
-        inlined = {id(layer) for layer in blocks}
+            break
 
         def inline(layer):
-            if id(layer) not in inlined:
+            if id(layer) not in blocks:
                 return False
             for sub in layer._flatten_layers(include_self=False):
                 sub.name = f"{layer.name}_{sub.name}"
             return True
 
-        try:
-            model = _graph.rebuild(model, inline=inline)
-        except Exception as error:  # a `call` that needs concrete tensors
-            warnings.warn(
-                f"Layers {[layer.name for layer in blocks]} could not be written out as "
-                f"graph nodes ({type(error).__name__}: {error}); they stay float.",
-                stacklevel=4,
-            )
-            return model
+        inline.failed = failed
+        model = _graph.rebuild(model, inline=inline)
+    if failed:
+        reasons = "; ".join(f"{layer.name}: {type(error).__name__}: {error}" for layer, error in failed)
+        warnings.warn(
+            f"Layers {[layer.name for layer, _ in failed]} could not be written out as graph "
+            f"nodes ({reasons}).",
+            stacklevel=4,
+        )
     return model
+
+
+# Layers holding layers whose `call` is not a composition of them.
+_NOT_BLOCKS = (keras.layers.Wrapper, keras.layers.RNN, keras.layers.Bidirectional, keras.layers.InputLayer)
 
 
 def _is_block(layer):
     return (
         bool(getattr(layer, "_layers", None))
         and default_quantize_config(layer) is None
-        and not isinstance(layer, (keras.layers.Wrapper, keras.layers.RNN, keras.layers.InputLayer))
+        and not isinstance(layer, _NOT_BLOCKS)
         and not (isinstance(layer, keras.Model) and _graph.is_graph_model(layer))
     )
 
