@@ -87,3 +87,7 @@ def test_layers_called_with_several_tensors_are_pruned_and_clustered():
     clustered = tfcompress.cluster_weights(model, 4)
     kernels = clustered.get_layer("cluster_mha").shipped_weights().values()
     assert [np.unique(k).size for k in kernels] == [4, 4, 4, 4]
+    # QAT keeps the pruned zeros of all four projections.
+    qat = tfcompress.quantize_model(tfcompress.strip_pruning(pruned), preserve_sparsity=True)
+    shipped = qat.get_layer("quant_mha").shipped_weights().values()
+    assert [float(np.mean(k == 0)) for k in shipped] == pytest.approx([0.5] * 4, abs=0.01)

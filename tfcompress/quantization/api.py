@@ -8,7 +8,12 @@ from tfcompress import _graph, _layers, _rewrite, _validate
 from tfcompress._wrapper import strip_for_export
 from tfcompress.quantization import folding, plan
 from tfcompress.quantization.configs import default_quantize_config
-from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeWrapper, count_clusters
+from tfcompress.quantization.wrapper import (
+    QuantizeAnnotate,
+    QuantizeWrapper,
+    count_clusters,
+    weight_variable,
+)
 
 
 def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, strict=False):
@@ -231,7 +236,7 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters, strict=False):
         if preserve_sparsity or preserve_clusters:
             auto = None if preserve_sparsity else False
             for name in decision.config.weights:
-                value = keras.ops.convert_to_numpy(getattr(inner, name))
+                value = keras.ops.convert_to_numpy(weight_variable(inner, name))
                 k = count_clusters(value, preserve_clusters if preserve_clusters is not None else auto)
                 if k is not None:
                     counts[name] = k

@@ -185,9 +185,7 @@ class QuantizeWrapper(CompressionWrapper):
         return [self._weight(name) for name in self.quantize_config.weights]
 
     def _weight(self, name):
-        variable = self.layer  # a dotted name reaches into a sub-layer: "query_dense.kernel"
-        for part in name.split("."):
-            variable = getattr(variable, part, None)
+        variable = weight_variable(self.layer, name)
         if not isinstance(variable, keras.Variable):
             raise ValueError(
                 f"QuantizeConfig of layer '{self.layer.name}' names weight '{name}', "
@@ -303,6 +301,17 @@ class _KernelQuantizers:
     def constant(self, value):
         """A constant operand of an op, fake-quantized per tensor as the converter stores it."""
         return WeightQuantizer()(ops.convert_to_tensor(value, "float32"))
+
+
+def weight_variable(layer, name):
+    """The variable a `QuantizeConfig` weight name refers to, or None.
+
+    A dotted name reaches into a sub-layer: "query_dense.kernel".
+    """
+    variable = layer
+    for part in name.split("."):
+        variable = getattr(variable, part, None)
+    return variable
 
 
 def _resolve_config(layer, quantize_config):
