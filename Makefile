@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfcompress-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-zoo bench clean
 
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 # Two workers: most test time is single-threaded graph tracing, so this halves it.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
+
+# Every keras.applications family and the hand-built transformers / sequence
+# models through prune, cluster and QAT -> int8 (slow: tens of minutes).
+test-zoo: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "zoo or not zoo" tests/test_zoo.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -7,6 +7,7 @@ from conftest import accuracy, compile_for_digits
 
 import tfcompress
 from tfcompress import lite
+from tfcompress.report import stored_bits, tflite_weights
 from tfcompress.quantization import (
     BinaryQuantizer,
     QuantizeConfig,
@@ -236,17 +237,28 @@ def test_transposed_conv_keeps_8_bits_with_a_warning_or_raises_when_named():
         quantize_model(model, weight_bits={"up": 2, "conv": 4})
 
 
-def test_convert_raises_naming_a_low_bit_layer_that_is_not_int4():
-    # A Dense on a sequence with one 4-bit range per tensor: the converter keeps
-    # its kernel float (FULLY_CONNECTED runs in float there) without a word.
+def test_rank3_dense_with_one_4_bit_range_is_int4():
+    # A Dense on a sequence runs as one FULLY_CONNECTED on the flattened rows,
+    # so one 4-bit range per tensor packs as INT4 too.
     inputs = keras.Input((5, 16))
     config = QuantizeConfig(weights={"kernel": WeightQuantizer(None, num_bits=4)})
     dense = L.Dense(8, bias_initializer="ones", name="seq_dense")
     qat = quantize_apply(keras.Model(inputs, quantize_annotate_layer(dense, config)(inputs)))
     qat(np.ones((2, 5, 16), "float32"), training=True)
-    expected = r"low-bit weights as INT4: 'seq_dense' \(kernel, 128 values, 4-bit\)"
-    with pytest.raises(ValueError, match=expected):
-        lite.convert(qat, "int8")
+    stored = {values.size: stored_bits(values) for _, values, _ in tflite_weights(lite.convert(qat, "int8"))}
+    assert stored[128] == 4
+
+
+def test_check_int4_raises_naming_a_low_bit_layer_that_is_not_int4():
+    # The converter silently keeps a weight it cannot pack in another type:
+    # here an 8-bit file checked as if the kernel were 4-bit.
+    inputs = keras.Input((16,))
+    qat = quantize_model(keras.Model(inputs, L.Dense(8, name="dense8")(inputs)))
+    qat(np.ones((2, 16), "float32"), training=True)
+    flatbuffer = lite.convert(qat, "int8")
+    expected = [verify.LowBitWeight("dense8", "quant_dense8", "kernel", 128, 4)]
+    with pytest.raises(ValueError, match=r"low-bit weights as INT4: 'dense8' \(kernel, 128 values, 4-bit\)"):
+        verify.check_int4(flatbuffer, expected)
 
 
 class _RecordingConverter:

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import zoo_models as zoo
 from conftest import accuracy, compile_for_digits, make_cnn, make_mobile_block
 
 import tfcompress
@@ -12,6 +13,7 @@ from tfcompress.quantization import (
     QuantizeConfig,
     QuantizeWrapper,
     WeightQuantizer,
+    float_layers,
     fold_batchnorm,
     quantize_annotate_layer,
     quantize_annotate_model,
@@ -311,19 +313,40 @@ def test_dense_softmax_is_split_with_the_fixed_tflite_range():
     assert wrapper.layer.activation is keras.activations.linear
 
 
-def test_unknown_layer_with_weights_raises_naming_it():
+class Scale(keras.layers.Layer):
+    """A weighted layer the defaults table does not know."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return keras.ops.cos(x * self.w)
+
+
+def test_unknown_layer_with_weights_stays_float_naming_it():
     model = keras.Sequential(
-        [keras.Input((4,)), keras.layers.LayerNormalization(name="ln"), keras.layers.Dense(2)]
+        [keras.Input((4,)), keras.layers.Dense(4), Scale(name="scale"), keras.layers.Dense(2)]
     )
-    with pytest.raises(ValueError, match=r"'ln'.*LayerNormalization.*quantize_annotate_layer"):
-        quantize_model(model)
+    with pytest.warns(UserWarning, match=r"\['scale'\] have weights.*stay float.*QuantizeConfig"):
+        qat = quantize_model(model)
+    assert type(qat.get_layer("scale")) is Scale
+    assert float_layers(qat) == ["scale"]
+    # The Dense after it quantizes its (float) input; COS has no int8 kernel.
+    assert qat.layers[-1].quantize_inputs is True
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    qat(x, training=True)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    np.testing.assert_allclose(lite.predict(flatbuffer, x), qat.predict(x, verbose=0), atol=0.05)
+    assert zoo.float_ops_and_tensors(flatbuffer)[0] == ["COS"]
+    with pytest.raises(ValueError, match=r"'scale'.*Scale.*quantize_annotate_layer"):
+        quantize_model(model, strict=True)
 
 
 def test_unknown_weightless_layer_stays_float_with_a_warning():
     model = keras.Sequential(
         [keras.Input((4,)), keras.layers.UnitNormalization(name="unit"), keras.layers.Dense(2)]
     )
-    with pytest.warns(UserWarning, match="'unit'.*stays float"):
+    with pytest.warns(UserWarning, match="'unit'.*stay float"):
         qat = quantize_model(model)
     assert type(qat.layers[0]).__name__ == "UnitNormalization"
     assert qat.layers[1].quantize_inputs is True

@@ -91,6 +91,35 @@ COMPUTING_LAYERS = (
 # Activations TFLite fuses into the preceding conv / fully-connected op.
 FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
 
+# Keras operations that are not layers (the `keras.ops` calls of a functional
+# graph: `x + 3.0`, `ops.reshape`, `x[:, 0]`), by class name.
+# Those that only move or select values: TFLite keeps their input's int8 scale.
+PASSTHROUGH_OPERATIONS = frozenset({
+    "AveragePool", "BroadcastTo", "Cast", "ExpandDims", "Flip", "GetItem", "Max",
+    "MaxPool", "Min", "Moveaxis", "Pad", "Repeat", "Reshape", "Resize", "Roll",
+    "Slice", "Split", "Squeeze", "Swapaxes", "Take", "Tile", "Transpose",
+})
+# Those that compute new values TFLite runs in int8: their output gets its own
+# int8 range (a fixed one for the activations in `ACTIVATION_OPERATIONS`).
+COMPUTING_OPERATIONS = frozenset({
+    "Absolute", "Add", "Clip", "Concatenate", "Dot", "Einsum", "Elu", "Exp", "Gelu",
+    "HardSigmoid", "HardSilu", "LeakyRelu", "Log", "LogSoftmax", "Matmul", "Maximum",
+    "Mean", "Minimum", "Multiply", "Negative", "Relu", "Relu6", "Rsqrt", "Sigmoid",
+    "Silu", "Softmax", "Sqrt", "Square", "Stack", "Subtract", "Sum", "Tanh",
+    "TrueDivide", "Where",
+})
+# Operations that are an activation function, by the activation's name.
+ACTIVATION_OPERATIONS = {
+    "Elu": "elu", "Gelu": "gelu", "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu",
+    "LeakyRelu": "leaky_relu", "LogSoftmax": "log_softmax", "Relu": "relu",
+    "Relu6": "relu6", "Sigmoid": "sigmoid", "Silu": "silu", "Softmax": "softmax",
+    "Tanh": "tanh",
+}
+# Operations and layers into which TFLite fuses a following ReLU / ReLU6 (a
+# BatchNormalization that no conv absorbs ends with an ADD).
+ACTIVATION_FUSING_OPERATIONS = frozenset({"Add", "Subtract", "Multiply"})
+ACTIVATION_FUSING_LAYERS = (L.Add, L.Subtract, L.Multiply, L.BatchNormalization)
+
 # (layer types, function returning the weights pruning and clustering compress).
 # Biases, normalization layers and everything else are left alone.
 _COMPRESSIBLE = (
@@ -163,7 +192,15 @@ def activation_name(fn):
         name = keras.activations.serialize(fn)
     except Exception:  # a custom callable
         return None
+    if isinstance(name, dict) and name.get("class_name") == "function":
+        name = name.get("config")  # a registered function: "package>name"
     return name if isinstance(name, str) else None
+
+
+def activation_fn(name):
+    """The activation function `activation_name` named (a Keras or a registered one)."""
+    registered = keras.saving.get_registered_object(name) if ">" in name else None
+    return registered or keras.activations.get(name)
 
 
 def has_linear_activation(layer):
@@ -171,8 +208,15 @@ def has_linear_activation(layer):
     return activation_name(getattr(layer, "activation", None)) == "linear"
 
 
+def operation_name(op):
+    """The class name of a Keras operation that is not a layer, else None."""
+    return None if isinstance(op, keras.layers.Layer) else type(op).__name__
+
+
 def is_fusable_activation_layer(layer):
-    """True for a ReLU / ReLU6 layer that TFLite fuses into the preceding op."""
+    """True for a ReLU / ReLU6 layer (or `ops.relu` / `ops.relu6`) TFLite fuses into the op before."""
+    if operation_name(layer) is not None:
+        return ACTIVATION_OPERATIONS.get(operation_name(layer)) in ("relu", "relu6")
     if isinstance(layer, L.ReLU):
         plain = float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0
         return plain and layer.max_value in (None, 6.0, 6)

@@ -4,27 +4,24 @@ Pruning, clustering and quantization all replace some layers of a model by a
 wrapper (and strip does the inverse). `map_layers` does that for every kind of
 Keras model:
 
-* Sequential and functional models (nested ones included) are copied: the
-  result has its own layers and weights and the input model is left untouched.
+* Sequential and functional models (nested ones included) are copied and
+  rebuilt node by node (`tfcompress._graph`): the result has its own layers and
+  weights, the input model is left untouched, and the graph's `Operation`
+  nodes that are not layers (`x + 3.0`, `ops.reshape`, slicing) pass through.
+  A layer of the graph that holds layers of its own (a subclassed block such
+  as a keras_hub `TransformerEncoder`) has them rewritten in place, in the copy.
 * Subclassed models have no graph to rebuild, so their layer attributes
   (directly, or in lists/tuples/dicts) are replaced in place and the same model
-  is returned.
+  is returned. Its `fit` then passes `training=True` to `call` even when `call`
+  does not declare the argument (see `map_layers`).
 """
 
 import warnings
 
 import keras
 
-from tfcompress import _layers
-
-
-def is_graph_model(model):
-    """True for Sequential and functional models (those `clone_model` rebuilds)."""
-    if isinstance(model, keras.Sequential):
-        return True
-    return isinstance(model, keras.Model) and any(
-        cls.__name__ == "Functional" for cls in type(model).__mro__
-    )
+from tfcompress import _graph, _inplace, _layers
+from tfcompress._graph import is_graph_model  # noqa: F401  (the check lives there)
 
 
 def iter_layers(model):
@@ -32,7 +29,7 @@ def iter_layers(model):
     seen = set()
 
     def visit(layer):
-        for sub in _sublayers(layer):
+        for sub in getattr(layer, "_layers", []):
             if id(sub) in seen:
                 continue
             seen.add(id(sub))
@@ -57,6 +54,8 @@ def map_layers(model, fn):
     Returns:
         A new model for Sequential/functional input, `model` itself (modified)
         for a subclassed model. Either way it must be compiled before `fit`.
+        A subclassed model holding wrappers then trains and saves as
+        described in `tfcompress._inplace`.
 
     Raises:
         TypeError: if `model` is not a `keras.Model`.
@@ -69,7 +68,8 @@ def map_layers(model, fn):
         )
     if is_graph_model(model):
         return _map_graph_model(model, fn)
-    _map_in_place(model, fn)
+    _inplace.map_in_place(model, fn, _map_graph_model)
+    _inplace.mark_rewritten(model)
     _reset_compiled_functions(model)
     return model
 
@@ -193,6 +193,7 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
     from tfcompress._wrapper import CompressionWrapper, already_wrapped_message
 
     wrapped = set()
+    left = []  # layers with weights the technique does not support
 
     def wrap(layer, setting):
         wrapped.add(layer.name)
@@ -221,12 +222,7 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
             if given or layer.name in settings:
                 raise ValueError(wrapper_cls.unsupported_message(layer))
             if _layers.owns_weights(layer) and not isinstance(layer, _layers.NORMALIZATION_LAYERS):
-                warnings.warn(
-                    f"Layer '{layer.name}' ({type(layer).__name__}) has weights but is not "
-                    f"supported by {wrapper_cls.technique}; it is left as it is. Define "
-                    f"{wrapper_cls.opt_in_method}() on it to include it.",
-                    stacklevel=5,
-                )
+                left.append(f"{layer.name} ({type(layer).__name__})")
             return None
         return wrap(layer, setting)
 
@@ -249,6 +245,13 @@ def apply_per_layer(target, settings, wrapper_cls, make_wrapper, argument, targe
             f"{target_argument} must be a keras.Model, a keras layer or a non-empty list "
             f"of layers. Received: {target_argument}={target!r} of type {type(target).__name__}"
         )
+    if left:
+        warnings.warn(
+            f"Layers {left} have weights but are not supported by {wrapper_cls.technique}; "
+            f"they are left as they are. Define {wrapper_cls.opt_in_method}() on a layer "
+            "to include it.",
+            stacklevel=3,
+        )
     missing = sorted(name for name in settings if name is not None and name not in wrapped)
     if missing:
         raise ValueError(f"{argument} names layers that {where} does not have: {missing}")
@@ -268,105 +271,14 @@ def _describe(settings):
 
 
 def _map_graph_model(model, fn):
-    if not model.built or not model.inputs:
-        raise ValueError(
-            f"Model '{model.name}' is not built, so its layers have no weights to "
-            "compress. Give it an `keras.Input(shape=...)` or call it once on a "
-            "batch of data first."
-        )
-    # First a plain copy holding the trained weights, then a second pass that
-    # hands those built, weight-carrying layers to `fn`.
-    copy = keras.models.clone_model(model, recursive=True)
-    copy.set_weights(model.get_weights())
-
-    def clone_function(layer):
+    # The copy holds the trained weights; `fn` gets its built layers.
+    def replace(layer):
         replacement = fn(layer)
-        return layer if replacement is None else replacement
+        if replacement is None and _inplace.is_container(layer):
+            _inplace.map_in_place(layer, fn, _map_graph_model)
+        return replacement
 
-    return keras.models.clone_model(copy, clone_function=clone_function, recursive=True)
-
-
-def _map_in_place(layer, fn):
-    for name, value in list(vars(layer).items()):
-        if _is_internal(name) or not _holds_layer(value):
-            continue
-        new_value = _map_value(value, fn)
-        if new_value is value:
-            continue
-        for old in _flatten_layers(value):
-            _untrack(layer, old)
-        object.__delattr__(layer, name)
-        _set_tracked(layer, name, new_value)
-
-
-def _map_value(value, fn):
-    if isinstance(value, keras.layers.Layer):
-        if isinstance(value, keras.Model) and is_graph_model(value):
-            return _map_graph_model(value, fn)
-        replacement = fn(value)
-        if replacement is not None:
-            return replacement
-        _map_in_place(value, fn)
-        return value
-    if isinstance(value, (list, tuple)):
-        items = [_map_value(v, fn) for v in value]
-        if all(a is b for a, b in zip(items, value)):
-            return value
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        items = {k: _map_value(v, fn) for k, v in value.items()}
-        if all(items[k] is value[k] for k in value):
-            return value
-        return items
-    return value
-
-
-# Attributes through which Keras (and TensorFlow's checkpoint tracking) record
-# layers themselves; rewriting them directly would double-count every layer.
-_KERAS_INTERNALS = frozenset({"_layers", "_tracker", "_inbound_nodes", "_outbound_nodes"})
-
-
-def _is_internal(name):
-    return name in _KERAS_INTERNALS or name.startswith("_self_")
-
-
-def _holds_layer(value):
-    return any(True for _ in _flatten_layers(value))
-
-
-def _flatten_layers(value):
-    if isinstance(value, keras.layers.Layer):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _flatten_layers(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _flatten_layers(v)
-
-
-def _set_tracked(parent, name, value):
-    # A built layer locks its tracker against new state; a rewrite is the one
-    # legitimate exception.
-    tracker = getattr(parent, "_tracker", None)
-    was_locked = tracker is not None and tracker.locked
-    if was_locked:
-        tracker.unlock()
-    try:
-        setattr(parent, name, value)
-    finally:
-        if was_locked:
-            tracker.lock()
-
-
-def _untrack(parent, layer):
-    tracker = getattr(parent, "_tracker", None)
-    if tracker is not None:
-        tracker.untrack(layer)
-
-
-def _sublayers(layer):
-    return list(getattr(layer, "_layers", []))
+    return _graph.rebuild(_graph.copy(model), replace=replace)
 
 
 def _reset_compiled_functions(model):

@@ -19,6 +19,7 @@ variant of it (an activation split off, BatchNorm folded in) wraps a copy
 """
 
 import keras
+from keras import tree
 
 from tfcompress import _layers
 from tfcompress._state import call_with_weights
@@ -133,12 +134,23 @@ class CompressionWrapper(keras.layers.Wrapper):
             self.build(build_config["input_shape"])
         return self
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, inputs=None, *args, training=None, **kwargs):
+        # Arguments as the wrapped layer takes them: one tensor, several
+        # (MultiHeadAttention's query, value, key), or keywords only (a
+        # keras_hub block calls `attention(query=x, value=x, ...)`).
         training = training is True
         if training:
             self.update_state()
         substitutions = list(zip(self.target_weights, self.weight_values(training)))
-        return self.call_wrapped(substitutions, inputs, *args, training=training, **kwargs)
+        args = positional(inputs, args)
+        return self.call_wrapped(substitutions, *args, training=training, **kwargs)
+
+    def compute_output_spec(self, inputs=None, *args, training=None, **kwargs):
+        # What the wrapped layer outputs, from its own shape inference: tracing
+        # `call` instead would turn an input Keras marks sparse by mistake
+        # (`x * 0.5` in a functional graph) into a SparseTensor.
+        spec = self.layer.compute_output_spec(*positional(inputs, args), **kwargs)
+        return tree.map_structure(lambda t: keras.KerasTensor(t.shape, dtype=t.dtype), spec)
 
     def call_wrapped(self, substitutions, *args, **kwargs):
         """Calls the wrapped layer computing with `(variable, value)` substitutions."""
@@ -172,6 +184,11 @@ class CompressionWrapper(keras.layers.Wrapper):
         for key in ("layer",) + tuple(cls.serialized_args):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def positional(inputs, args):
+    """The positional call arguments; `inputs` is None when all are keywords."""
+    return args if inputs is None else (inputs,) + tuple(args)
 
 
 def check_unwrapped_layer(wrapper_cls, layer):

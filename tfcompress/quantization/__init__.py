@@ -7,6 +7,7 @@ integer `.tflite` that computes what the Keras model computed.
 """
 
 from tfcompress.quantization.api import (
+    float_layers,
     quantize_annotate_layer,
     quantize_annotate_model,
     quantize_apply,
@@ -27,6 +28,7 @@ __all__ = [
     "TernaryQuantizer",
     "WeightQuantizer",
     "default_quantize_config",
+    "float_layers",
     "fold_batchnorm",
     "quantize_annotate_layer",
     "quantize_annotate_model",

@@ -1,15 +1,24 @@
 """Public QAT API: `quantize_model`, `quantize_annotate_*`, `quantize_apply`."""
 
+import warnings
+
 import keras
 
-from tfcompress import _rewrite, _validate
+from tfcompress import _graph, _layers, _rewrite, _validate
 from tfcompress._wrapper import strip_for_export
 from tfcompress.quantization import folding, lowbit, plan
 from tfcompress.quantization.configs import default_quantize_config
-from tfcompress.quantization.wrapper import QuantizeAnnotate, QuantizeWrapper, count_clusters
+from tfcompress.quantization.wrapper import (
+    QuantizeAnnotate,
+    QuantizeWrapper,
+    count_clusters,
+    weight_variable,
+)
 
 
-def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, weight_bits=8):
+def quantize_model(
+    model, preserve_sparsity=False, preserve_clusters=None, weight_bits=8, strict=False
+):
     """Returns a quantization-aware-training copy of `model`.
 
     Weights are fake-quantized to symmetric int8 (per output channel for
@@ -17,10 +26,18 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, weigh
     activations to asymmetric int8 per tensor with moving-average ranges, on
     exactly the tensors the TFLite converter stores in int8: the model input,
     the output of each conv / dense after its fused ReLU / ReLU6, the outputs of
-    Add, Concatenate and other computing ops. Pooling, Reshape, Flatten,
-    Dropout and padding keep their input's quantization. BatchNormalization
-    after a conv / dense is folded into it first (inference statistics), as
-    the converter does.
+    Add, Concatenate and other computing layers, and of the Keras operations
+    of a functional graph that TFLite computes in int8 (`x + 3.0`, `x * y`,
+    `ops.mean`...; a fake-quant layer is inserted after them). Pooling,
+    Reshape, Flatten, Dropout, padding, `ops.reshape` and slicing keep their
+    input's quantization. BatchNormalization after a conv / dense is folded
+    into it first (inference statistics), as the converter does; one that
+    follows no conv runs as a quantized multiply-add with its moving
+    statistics.
+
+    A layer with weights that the defaults table does not know (and that has
+    no `QuantizeConfig`) stays float, with a warning naming it; so do Keras
+    operations without an int8 TFLite kernel.
 
     Compile and `fit` the result as usual, then `tfcompress.lite.convert(qat,
     quantization="int8")`.
@@ -47,16 +64,18 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, weigh
             Transposed convolutions keep 8 bits (TFLite has no INT4
             TRANSPOSE_CONV): with a warning, or an error if named. Layers with
             their own `QuantizeConfig` keep their quantizers.
+        strict: Raise for a layer with weights that the defaults table does
+            not know, instead of leaving it float.
 
     Returns:
         A new `keras.Model` (not compiled).
 
     Raises:
-        ValueError: for a subclassed model, or a layer with weights that the
-            defaults table does not know (the message names it and says how
-            to proceed). Weightless unknown layers stay float with a warning.
-            For a `weight_bits` other than 8, 4, 2, 1, or a dict naming a
-            layer without quantized weights.
+        ValueError: for a subclassed model, or (with `strict=True`) a layer
+            with weights that the defaults table does not know (the message
+            names it and says how to proceed); for a `weight_bits` other
+            than 8, 4, 2, 1, or a dict naming a layer without quantized
+            weights.
 
     Example:
 
@@ -69,7 +88,8 @@ def quantize_model(model, preserve_sparsity=False, preserve_clusters=None, weigh
     >>> qat4.layers[0].quantize_config.weights["kernel"].num_bits
     4
     """
-    return _quantize(model, "all", preserve_sparsity, preserve_clusters, weight_bits)
+    strict = _validate.check_bool("strict", strict)
+    return _quantize(model, "all", preserve_sparsity, preserve_clusters, weight_bits, strict)
 
 
 def quantize_annotate_layer(layer, quantize_config=None):
@@ -100,10 +120,9 @@ def quantize_annotate_layer(layer, quantize_config=None):
 def quantize_annotate_model(model):
     """Marks every layer of `model` that the defaults table knows.
 
-    Layers already annotated keep their annotation. A weightless layer the
-    table does not know stays unannotated (float) with a warning; a layer with
-    weights the table does not know raises (annotate it with a QuantizeConfig
-    first).
+    Layers already annotated keep their annotation. A layer the table does
+    not know stays unannotated (float) with a warning (annotate it with a
+    QuantizeConfig first to quantize it).
 
     Args:
         model: A built Sequential or functional model.
@@ -112,21 +131,22 @@ def quantize_annotate_model(model):
         A new model with `QuantizeAnnotate` layers, for `quantize_apply`.
 
     Raises:
-        ValueError: for a subclassed model or an unknown layer with weights.
+        ValueError: for a subclassed model.
     """
     _check_graph_model(model, "quantize_annotate_model")
+    unknown = {True: [], False: []}  # has weights -> names
 
     def annotate(layer):
-        if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper)):
-            return None
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, (QuantizeAnnotate, QuantizeWrapper, keras.layers.InputLayer)):
             return None
         if default_quantize_config(layer) is None:
-            plan.warn_unknown_layer(layer)
+            unknown[bool(layer.weights)].append(layer.name)
             return None
         return QuantizeAnnotate(layer)
 
-    return _rewrite.map_layers(model, annotate)
+    annotated = _rewrite.map_layers(model, annotate)
+    _warn_float(unknown[True], unknown[False], stacklevel=3)
+    return annotated
 
 
 def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None, weight_bits=8):
@@ -159,6 +179,37 @@ def quantize_apply(model, preserve_sparsity=False, preserve_clusters=None, weigh
     return _quantize(model, "annotated", preserve_sparsity, preserve_clusters, weight_bits)
 
 
+def float_layers(model):
+    """Names of the layers with weights that a QAT model leaves float.
+
+    Those the defaults table does not know (and that have no
+    `QuantizeConfig`): TFLite runs them in float between a DEQUANTIZE and a
+    QUANTIZE.
+
+    Args:
+        model: A model returned by `quantize_model` / `quantize_apply`.
+
+    Returns:
+        A list of layer names, in the model's order.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> float_layers(quantize_model(model))
+    []
+    """
+    inside = {
+        id(inner)
+        for layer in _rewrite.iter_layers(model) if isinstance(layer, QuantizeWrapper)
+        for inner in _rewrite.iter_layers(layer)
+    }
+    return [
+        layer.name for layer in _rewrite.iter_layers(model)
+        if id(layer) not in inside and not isinstance(layer, QuantizeWrapper)
+        and _layers.owns_weights(layer)
+    ]
+
+
 def _check_graph_model(model, fn_name):
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -174,7 +225,7 @@ def _check_graph_model(model, fn_name):
         )
 
 
-def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits):
+def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits, strict=False):
     _check_graph_model(model, "quantize_model" if mode == "all" else "quantize_apply")
     preserve_sparsity = _validate.check_bool("preserve_sparsity", preserve_sparsity)
     if preserve_clusters not in (None, True, False):
@@ -184,11 +235,16 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits):
         )
     bits = lowbit.WeightBits(weight_bits)
     source = model
-    model = strip_for_export(model)
-    decisions = plan.plan_model(model, mode)
+    # Planned on our own copy, whose tensors the rebuild below walks.
+    model = _inline_blocks(_graph.copy(strip_for_export(model)))
+    decisions = plan.plan_model(model, mode, strict)
+    _warn_float(
+        decisions.float_layers, decisions.weightless_layers, decisions.float_operations,
+        stacklevel=4,
+    )
 
     def rewrite(layer):
-        decision = decisions.get(layer.name)
+        decision = decisions.layers.get(layer.name)
         inner = layer.layer if isinstance(layer, QuantizeAnnotate) else layer
         if decision is None:  # float or pass-through: drop the annotation
             return inner if inner is not layer else None
@@ -204,7 +260,7 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits):
         if preserve_sparsity or preserve_clusters:
             auto = None if preserve_sparsity else False
             for name in config.weights:
-                value = keras.ops.convert_to_numpy(getattr(inner, name))
+                value = keras.ops.convert_to_numpy(weight_variable(inner, name))
                 k = count_clusters(value, preserve_clusters if preserve_clusters is not None else auto)
                 if k is not None:
                     counts[name] = k
@@ -218,9 +274,83 @@ def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits):
             name=_quantized_name(layer),
         )
 
-    quantized = _rewrite.map_layers(model, rewrite)
+    def insert_after(tensor):
+        decision = decisions.tensors.get(id(tensor))
+        if decision is None:
+            return None
+        # A fake-quant after an operation's output: an identity that quantizes.
+        identity = keras.layers.Identity(name=decision.name[len("quant_"):])
+        return QuantizeWrapper(identity, quantize_config=decision.config, name=decision.name)
+
+    quantized = _graph.rebuild(model, replace=rewrite, insert_after=insert_after)
     bits.check_names(source)
     return quantized
+
+
+def _inline_blocks(model, passes=3):
+    """`model` with its subclassed blocks written out as graph nodes, where possible.
+
+    A layer holding layers that the table does not know (keras_hub's
+    TransformerEncoder, a user's residual block) would stay float as a whole;
+    calling its `call` on symbolic tensors puts its layers and operations in
+    the graph, where each is quantized like any other. Its layers are renamed
+    `<block>_<layer>` (names must be unique in a graph). A block whose `call`
+    cannot run on symbolic tensors stays as it is (float, with a warning).
+    """
+    failed = []
+    for _ in range(passes):
+        blocks = {
+            id(node.operation): node.operation for node in _graph.nodes(model)
+            if _is_block(node.operation) and node.operation.name not in [f.name for f, _ in failed]
+        }
+        if not blocks:
+            break
+
+        def inline(layer):
+            if id(layer) not in blocks:
+                return False
+            for sub in layer._flatten_layers(include_self=False):
+                sub.name = f"{layer.name}_{sub.name}"
+            return True
+
+        inline.failed = failed
+        model = _graph.rebuild(model, inline=inline)
+    if failed:
+        reasons = "; ".join(f"{layer.name}: {type(error).__name__}: {error}" for layer, error in failed)
+        warnings.warn(
+            f"Layers {[layer.name for layer, _ in failed]} could not be written out as graph "
+            f"nodes ({reasons}).",
+            stacklevel=4,
+        )
+    return model
+
+
+# Layers holding layers whose `call` is not a composition of them.
+_NOT_BLOCKS = (keras.layers.Wrapper, keras.layers.RNN, keras.layers.Bidirectional, keras.layers.InputLayer)
+
+
+def _is_block(layer):
+    return (
+        bool(getattr(layer, "_layers", None))
+        and default_quantize_config(layer) is None
+        and not isinstance(layer, _NOT_BLOCKS)
+        and not (isinstance(layer, keras.Model) and _graph.is_graph_model(layer))
+    )
+
+
+def _warn_float(with_weights, weightless, operations=(), stacklevel=3):
+    """Warns about what stays float; `stacklevel` reaches the user's line."""
+    if with_weights:
+        warnings.warn(plan.unknown_layers_message(with_weights), stacklevel=stacklevel)
+    if weightless:
+        warnings.warn(plan.weightless_layers_message(weightless), stacklevel=stacklevel)
+    if operations:
+        warnings.warn(
+            f"Operations {list(operations)} have no int8 TFLite kernel in tfcompress' "
+            "table; they stay float (TFLite dequantizes before them and quantizes after "
+            "them).",
+            stacklevel=stacklevel,
+        )
 
 
 def _quantized_name(layer):

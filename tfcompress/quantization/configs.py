@@ -100,12 +100,14 @@ class QuantizeConfig:
         )
 
 
-# Output ranges TFLite fixes for int8 (scale 1/256, zero point -128 and 1/128, 0).
+# Output ranges TFLite fixes for int8 (scale 1/256, zero point -128; 1/128, 0;
+# 16/256, 127 for log-softmax).
 _FIXED_RANGES = {
     "softmax": (0.0, 255.0 / 256.0),
     "sigmoid": (0.0, 255.0 / 256.0),
     "hard_sigmoid": (0.0, 255.0 / 256.0),
     "tanh": (-1.0, 127.0 / 128.0),
+    "log_softmax": (-255.0 / 16.0, 0.0),
 }
 
 # FoldedBatchNormalization (what a folded BatchNorm leaves) passes values through.
@@ -114,7 +116,8 @@ _PASSTHROUGH = _layers.PASSTHROUGH_LAYERS + (FoldedBatchNormalization,)
 SUPPORTED_LAYER_NAMES = tuple(
     cls.__name__
     for cls in (L.Dense,) + _layers.CONV_LAYERS + _layers.DEPTHWISE_LAYERS
-    + _layers.TRANSPOSED_LAYERS + _layers.SEPARABLE_LAYERS + (L.BatchNormalization,)
+    + _layers.TRANSPOSED_LAYERS + _layers.SEPARABLE_LAYERS
+    + (L.BatchNormalization, L.LayerNormalization, L.EinsumDense, L.MultiHeadAttention, L.Embedding)
     + _layers.COMPUTING_LAYERS + _layers.PASSTHROUGH_LAYERS
     if cls is not L.InputLayer
 )
@@ -123,6 +126,48 @@ SUPPORTED_LAYER_NAMES = tuple(
 def fixed_range_for(name):
     """The TFLite-fixed output range of an activation, or None."""
     return _FIXED_RANGES.get(name)
+
+
+def _known_by_name(layer, class_name, package):
+    # Layers Keras does not export (keras.applications' LayerScale) and those of
+    # keras_hub (not a dependency) are known by class name and package.
+    cls = type(layer)
+    return cls.__name__ == class_name and cls.__module__.startswith(package + ".")
+
+
+def output_config(activation=None):
+    """The config of a weightless op computing new values: its output quantized.
+
+    Args:
+        activation: Name of the activation the op computes, if any (softmax,
+            sigmoid and tanh get TFLite's fixed output range).
+    """
+    fixed = fixed_range_for(activation) if activation else None
+    return QuantizeConfig(output_quantizer=ActivationQuantizer(fixed_range=fixed) if fixed else None)
+
+
+def default_operation_config(op):
+    """The `QuantizeConfig` TFLite implies for a Keras operation that is not a layer.
+
+    Args:
+        op: A `keras.Operation` of a functional graph (`x + 1`, `ops.reshape`...).
+
+    Returns:
+        A pass-through config for ops that move values, an output config for
+        ops TFLite computes in int8, None for the others (they stay float).
+
+    Example:
+
+    >>> x = keras.Input((4,))
+    >>> default_operation_config((x + 1.0)._keras_history.operation).quantize_output
+    True
+    """
+    name = _layers.operation_name(op)
+    if name in _layers.PASSTHROUGH_OPERATIONS:
+        return QuantizeConfig(quantize_output=False)
+    if name in _layers.COMPUTING_OPERATIONS:
+        return output_config(_layers.ACTIVATION_OPERATIONS.get(name))
+    return None
 
 
 def default_quantize_config(layer):
@@ -167,15 +212,28 @@ def default_quantize_config(layer):
         return QuantizeConfig(weights={"kernel": WeightQuantizer()})
     if isinstance(layer, _layers.CONV_LAYERS):
         return QuantizeConfig(weights={"kernel": WeightQuantizer((-1,))})
-    if isinstance(layer, L.BatchNormalization):
-        # A BatchNormalization not folded into a conv runs as MUL + ADD.
+    if isinstance(layer, L.EinsumDense):
+        return QuantizeConfig(weights={"kernel": WeightQuantizer()})
+    if isinstance(layer, L.MultiHeadAttention):
+        from tfcompress.quantization.kernels import supports_attention
+
+        if not supports_attention(layer):
+            return None
+        names = ("query_dense", "key_dense", "value_dense", "output_dense")
+        return QuantizeConfig(weights={f"{name}.kernel": WeightQuantizer() for name in names})
+    if _known_by_name(layer, "LayerScale", "keras"):
+        # ConvNeXt's `x * gamma`: an int8 MUL by a per-channel constant.
+        return QuantizeConfig(weights={"gamma": WeightQuantizer()})
+    if isinstance(layer, L.Embedding) or _known_by_name(layer, "PositionEmbedding", "keras_hub"):
+        # GATHER keeps the table's scale: one range, on the output, serves both.
+        return QuantizeConfig()
+    if isinstance(layer, (L.BatchNormalization, L.LayerNormalization)):
+        # Run as int8 MUL / ADD ... ops (quantization.kernels) when not folded.
         return QuantizeConfig()
     if isinstance(layer, _layers.COMPUTING_LAYERS):
-        fixed = None
         if isinstance(layer, L.Softmax):
-            fixed = fixed_range_for("softmax")
-        elif isinstance(layer, L.Activation):
-            fixed = fixed_range_for(_layers.activation_name(layer.activation))
-        quantizer = ActivationQuantizer(fixed_range=fixed) if fixed else None
-        return QuantizeConfig(output_quantizer=quantizer)
+            return output_config("softmax")
+        if isinstance(layer, L.Activation):
+            return output_config(_layers.activation_name(layer.activation))
+        return output_config()
     return None

@@ -158,8 +158,12 @@ class ActivationQuantizer:
             state_variable(layer, f"{prefix}_count", (), "zeros"),
         )
 
-    def __call__(self, x, state, training=False):
-        """Fake-quantizes `x`; in training also updates the moving range."""
+    def __call__(self, x, state, training=False, min_width=None):
+        """Fake-quantizes `x`; in training also updates the moving range.
+
+        `min_width`: widen the range used (not the one stored) downwards to at
+        least this width (masked attention scores need room below).
+        """
         if self.fixed_range is not None:
             lo, hi = self.fixed_range
             return _fake_quant(x, lo, hi, self.num_bits)
@@ -180,6 +184,8 @@ class ActivationQuantizer:
             seen = ops.greater(count, 0.0)
             lo = ops.where(seen, vmin, -6.0)
             hi = ops.where(seen, vmax, 6.0)
+        if min_width is not None:
+            lo = ops.minimum(lo, hi - min_width)
         # An all-zero batch or an untrained range (0, 0) has no scale; widen it.
         hi = ops.maximum(hi, lo + _EPSILON)
         return _fake_quant(x, lo, hi, self.num_bits)

@@ -4,19 +4,20 @@ import warnings
 
 import keras
 import numpy as np
-from keras import ops
+from keras import ops, tree
 
 from tfcompress import _layers
 from tfcompress._state import zero_mask
-from tfcompress._wrapper import CompressionWrapper, check_unwrapped_layer
+from tfcompress._wrapper import CompressionWrapper, check_unwrapped_layer, positional
 from tfcompress.clustering.centroids import centroid_state, gather_centroids
+from tfcompress.quantization.kernels import kernel_for
 from tfcompress.quantization.configs import (
     SUPPORTED_LAYER_NAMES,
     QuantizeConfig,
     default_quantize_config,
     fixed_range_for,
 )
-from tfcompress.quantization.quantizers import ActivationQuantizer
+from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
 # A kernel with at most this many distinct values is treated as clustered.
 MAX_CLUSTERS = 256
@@ -184,7 +185,7 @@ class QuantizeWrapper(CompressionWrapper):
         return [self._weight(name) for name in self.quantize_config.weights]
 
     def _weight(self, name):
-        variable = getattr(self.layer, name, None)
+        variable = weight_variable(self.layer, name)
         if not isinstance(variable, keras.Variable):
             raise ValueError(
                 f"QuantizeConfig of layer '{self.layer.name}' names weight '{name}', "
@@ -213,14 +214,12 @@ class QuantizeWrapper(CompressionWrapper):
             if flag:
                 q = ActivationQuantizer()
                 self._input_quantizers.append((i, q, q.build(self, f"input{i}")))
-        # SeparableConv runs as DEPTHWISE_CONV_2D + CONV_2D in TFLite: the
-        # tensor between them gets its own range.
-        self._intermediate = None
-        if isinstance(self.layer, _layers.SEPARABLE_LAYERS) and (
-            "depthwise_kernel" in self.quantize_config.weights
-        ):
-            q = ActivationQuantizer()
-            self._intermediate = (q, q.build(self, "intermediate"))
+        # A layer TFLite runs as several ops: the tensors between them get ranges.
+        self._kernel = kernel_for(self.layer, self.quantize_config)
+        self._intermediates = {}
+        for name, fixed in (self._kernel.intermediates if self._kernel else {}).items():
+            q = ActivationQuantizer(fixed_range=fixed)
+            self._intermediates[name] = (q, q.build(self, name))
         self._pre_activation = None
         if self.activation is not None:
             q = self.quantize_config.output_quantizer
@@ -261,46 +260,58 @@ class QuantizeWrapper(CompressionWrapper):
             values.append(quantizer(ops.convert_to_tensor(value)))
         return values
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs=None, *args, training=None, **kwargs):
         training = training is True
-        multi = isinstance(inputs, (list, tuple))
-        xs = list(inputs) if multi else [inputs]
+        args = positional(inputs, args)
+        # The tensors among the call arguments (positional or keywords, as
+        # the wrapped layer takes them), in the order of the graph node's
+        # inputs, which `quantize_inputs` follows.
+        flat = tree.flatten((args, kwargs))
+        positions = [i for i, v in enumerate(flat) if v is not None and _is_tensor(v)]
         for i, q, state in self._input_quantizers:
-            xs[i] = q(xs[i], state, training)
-        x = xs if multi else xs[0]
+            flat[positions[i]] = q(flat[positions[i]], state, training)
+        args, kwargs = tree.pack_sequence_as((args, kwargs), flat)
         weights = self.weight_values(training)
-        if self._intermediate is not None:
-            y = self._separable_conv(x, dict(zip(self.quantize_config.weights, weights)), training)
+        if self._kernel is not None:
+            named = dict(zip(self.quantize_config.weights, weights))
+            quantize = _KernelQuantizers(self, training)
+            y = self._kernel.compute(self.layer, named, quantize, training, *args, **kwargs)
         else:
-            y = self.call_wrapped(list(zip(self.target_weights, weights)), x, training=training)
+            substitutions = list(zip(self.target_weights, weights))
+            y = self.call_wrapped(substitutions, *args, training=training, **kwargs)
         if self._pre_activation is not None:
             q, state = self._pre_activation
-            y = keras.activations.get(self.activation)(q(y, state, training))
+            y = _layers.activation_fn(self.activation)(q(y, state, training))
         if self._output is not None:
             q, state = self._output
             y = q(y, state, training)
         return y
 
-    def _separable_conv(self, x, weights, training):
-        layer = self.layer
-        y = ops.depthwise_conv(
-            x,
-            weights["depthwise_kernel"],
-            strides=layer.strides,
-            padding=layer.padding,
-            data_format=layer.data_format,
-            dilation_rate=layer.dilation_rate,
-        )
-        q, state = self._intermediate
-        y = q(y, state, training)
-        pointwise = weights.get("pointwise_kernel", layer.pointwise_kernel)
-        y = ops.conv(y, pointwise, strides=1, padding="valid", data_format=layer.data_format)
-        if layer.use_bias:
-            bias = layer.bias
-            if layer.data_format == "channels_first":
-                bias = ops.reshape(bias, (-1,) + (1,) * (len(y.shape) - 2))
-            y = y + bias
-        return layer.activation(y) if layer.activation is not None else y
+
+class _KernelQuantizers:
+    """What a kernel (`quantization.kernels`) quantizes with: the wrapper's ranges."""
+
+    def __init__(self, wrapper, training):
+        self._wrapper, self._training = wrapper, training
+
+    def __call__(self, name, tensor, min_width=None, update=True):
+        q, state = self._wrapper._intermediates[name]
+        return q(tensor, state, self._training and update, min_width=min_width)
+
+    def constant(self, value):
+        """A constant operand of an op, fake-quantized per tensor as the converter stores it."""
+        return WeightQuantizer()(ops.convert_to_tensor(value, "float32"))
+
+
+def weight_variable(layer, name):
+    """The variable a `QuantizeConfig` weight name refers to, or None.
+
+    A dotted name reaches into a sub-layer: "query_dense.kernel".
+    """
+    variable = layer
+    for part in name.split("."):
+        variable = getattr(variable, part, None)
+    return variable
 
 
 def _resolve_config(layer, quantize_config):
@@ -331,6 +342,10 @@ def count_clusters(value, preserve_clusters):
         )
         return None
     return k
+
+
+def _is_tensor(value):
+    return keras.ops.is_tensor(value) or isinstance(value, keras.KerasTensor)
 
 
 def _is_shape_list(shape):
