@@ -194,6 +194,129 @@ def check_same_length(**arrays):
         )
 
 
+def check_int_pair(name, value, minimum=1):
+    """Returns `value` as a tuple of two ints >= `minimum`; raises ValueError otherwise.
+
+    Example:
+
+    >>> check_int_pair("block_size", [np.int64(2), 4])
+    (2, 4)
+    >>> check_int_pair("block_size", (2,))
+    Traceback (most recent call last):
+    ...
+    ValueError: block_size must be a pair of integers >= 1. Received: block_size=(2,)
+    """
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and v >= minimum
+        for v in value
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} must be a pair of integers >= {minimum}. Received: {name}={value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+class InputSpec:
+    """What one model input takes: its name, shape (batch axis first; None: any) and dtype."""
+
+    def __init__(self, name, shape, dtype):
+        self.name = name
+        self.shape = tuple(None if d is None or d < 0 else int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+
+    def describe(self):
+        """E.g. `'tokens' takes (batch, 16) int32`."""
+        dims = "".join(", ?" if d is None else f", {d}" for d in self.shape[1:])
+        return f"'{self.name}' takes (batch{dims}) {self.dtype}"
+
+
+def check_inputs(x, specs, name="x"):
+    """Matches `x` to a model's inputs; returns one checked array per input.
+
+    Each array must hold finite numbers, have the input's rank and its fixed
+    sizes after the batch axis; integer inputs (token ids) take whole numbers
+    within their type; all arrays have the same number of examples (>= 1).
+
+    Args:
+        x: One array (a model with one input), a list / tuple of arrays in
+            the order of `specs`, or a dict `{input name: array}`.
+        specs: A list of `InputSpec`.
+        name: The argument's name, for messages.
+
+    Returns:
+        A list of numpy arrays aligned with `specs`, cast to their dtypes.
+
+    Example:
+
+    >>> spec = InputSpec("x", (None, 4), "float32")
+    >>> check_inputs(np.zeros((2, 5)), [spec])
+    Traceback (most recent call last):
+    ...
+    ValueError: x has shape (2, 5), but the model input 'x' takes (batch, 4) float32.
+    """
+    names = [spec.name for spec in specs]
+    if isinstance(x, dict):
+        missing = [n for n in names if n not in x]
+        unknown = sorted((k for k in x if k not in names), key=str)
+        if missing or unknown:
+            raise ValueError(
+                f"{name} must be a dict with one array per model input {names}. "
+                f"Missing: {missing}; unknown: {unknown}"
+            )
+        arrays = [(f"{name}[{n!r}]", x[n]) for n in names]
+    elif isinstance(x, (list, tuple)) and _holds_batches(x, specs):
+        if len(x) != len(specs):
+            raise ValueError(
+                f"The model has {len(specs)} input(s) {names}, but {name} holds {len(x)} "
+                f"arrays. Pass one array per input (a list in this order, or a dict by name)."
+            )
+        arrays = [(f"{name}[{i}]", a) for i, a in enumerate(x)]
+    else:
+        if len(specs) != 1:
+            raise ValueError(
+                f"The model has {len(specs)} inputs {names}; pass {name} as a list of "
+                f"{len(specs)} arrays in this order, or a dict by name. Received one "
+                f"{type(x).__name__}."
+            )
+        arrays = [(name, x)]
+    checked = [_check_input(label, a, spec) for (label, a), spec in zip(arrays, specs)]
+    check_same_length(**{label: a for (label, _), a in zip(arrays, checked)})
+    if len(checked[0]) == 0:
+        raise ValueError(f"{name} holds no examples (its first dimension is 0).")
+    return checked
+
+
+def _holds_batches(x, specs):
+    """Is a list `x` one array per input, rather than the rows of a one-input batch?"""
+    if len(specs) > 1:
+        return True
+    rank = len(specs[0].shape)
+    return bool(x) and all(hasattr(a, "shape") and len(a.shape) == rank for a in x)
+
+
+def _check_input(label, value, spec):
+    kinds = "biuf" if spec.dtype.kind in "biu" else "buif"
+    array = check_array(label, value, dtype_kinds=kinds, finite=True)
+    if array.ndim != len(spec.shape) or any(
+        e is not None and e != g for e, g in zip(spec.shape[1:], array.shape[1:])
+    ):
+        raise ValueError(f"{label} has shape {array.shape}, but the model input {spec.describe()}.")
+    if spec.dtype.kind in "iu" and array.dtype.kind != "b":
+        info = np.iinfo(spec.dtype)
+        if array.dtype.kind == "f" and array.size and not np.all(np.floor(array) == array):
+            raise ValueError(
+                f"{label} holds fractions, but the model input {spec.describe()}: "
+                "whole numbers (e.g. token ids)."
+            )
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise ValueError(
+                f"{label} holds values in [{array.min()}, {array.max()}], outside the "
+                f"{spec.dtype} range of the model input '{spec.name}'."
+            )
+    return array.astype(spec.dtype, copy=False) if spec.dtype.kind in "biu" else array
+
+
 def check_file(name, path, suffixes):
     """Returns `path` as a str; raises unless it is an existing file with one of `suffixes`.
 
@@ -241,11 +364,38 @@ def load_keras_model(path, name="model"):
             f"{path} is not a complete .keras archive "
             f"({'corrupt member ' + bad if bad else 'no config.json'})."
         )
-    return keras.saving.load_model(path)
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # noqa: BLE001 - whatever Keras meets inside the archive
+        raise ValueError(
+            f"{path} could not be loaded as a Keras model: {type(error).__name__}: "
+            f"{_first_line(error)}"
+        ) from error
+
+
+def load_npy(path, name="calibration"):
+    """Loads a `.npy` array or the arrays of a `.npz` file (as a dict), checked.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: for a file numpy cannot read as plain arrays (pickled
+            objects are refused).
+    """
+    path = check_file(name, path, (".npy", ".npz"))
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {key: loaded[key] for key in loaded.files}
+        return loaded
+    except Exception as error:  # noqa: BLE001 - zip, pickle and header errors alike
+        raise ValueError(
+            f"{path} is not a readable numpy file ({type(error).__name__}: {_first_line(error)})."
+        ) from None
 
 
 def read_flatbuffer(tflite, name="tflite"):
-    """Returns the bytes of a `.tflite` model, verified: a ValueError otherwise.
+    """Returns the bytes of a `.tflite` model, checked: a ValueError otherwise.
 
     Args:
         tflite: Flatbuffer bytes, or the path of a `.tflite` file.
@@ -254,31 +404,64 @@ def read_flatbuffer(tflite, name="tflite"):
     Raises:
         TypeError: for something that is neither bytes nor a path.
         FileNotFoundError: for a path that does not exist.
-        ValueError: for data that is not a valid TFLite flatbuffer (checked
-            by LiteRT's flatbuffer verifier, so a truncated or corrupted file
-            is refused before anything reads it).
+        ValueError: for data that is not a valid TFLite model: a truncated or
+            corrupted file is refused before anything reads it (see
+            `tfcompress._flatbuffer.check_model`), then LiteRT's own flatbuffer
+            verifier runs.
+
+    Example:
+
+    >>> read_flatbuffer(b"\\x1c\\x00\\x00\\x00TFL3" + bytes(8))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: tflite (16 bytes) is not a valid TFLite model: truncated or corrupted ...
     """
-    if isinstance(tflite, (bytes, bytearray, memoryview)):
-        data, where = bytes(tflite), f"{name} ({len(tflite)} bytes)"
-    elif isinstance(tflite, (str, os.PathLike)):
-        path = check_file(name, tflite, ("",))
-        with open(path, "rb") as f:
-            data = f.read()
-        where = path
-    else:
-        raise TypeError(
-            f"{name} must be the flatbuffer bytes or a .tflite path. "
-            f"Received: {name}={tflite!r} of type {type(tflite).__name__}"
-        )
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError(
-            f"{where} is not a TFLite model (missing the 'TFL3' identifier). "
-            f"It starts with {bytes(data[:8])!r}"
-        )
+    return load_interpreter(tflite, name)[1]
+
+
+def load_interpreter(tflite, name="tflite", num_threads=None):
+    """A LiteRT `Interpreter` for a checked `.tflite` (see `read_flatbuffer`), and its bytes.
+
+    Returns:
+        `(interpreter, data)`; tensors are not allocated yet.
+    """
+    from tfcompress import _flatbuffer
+
+    if num_threads is not None:
+        num_threads = check_int("num_threads", num_threads, minimum=1)
+    data, where = _flatbuffer_bytes(tflite, name)
+    try:
+        _flatbuffer.check_model(data)
+    except _flatbuffer.CorruptModel as error:
+        reason = str(error)
+        if reason.startswith("not a TFLite model"):
+            raise ValueError(f"{where} is {reason}") from None
+        raise ValueError(f"{where} is not a valid TFLite model: {reason}") from None
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        Interpreter(model_content=data)
+        interpreter = Interpreter(model_content=data, num_threads=num_threads)
     except (ValueError, RuntimeError) as error:
-        raise ValueError(f"{where} is not a valid TFLite model: {error}") from None
-    return data
+        raise ValueError(f"{where} is not a valid TFLite model: {_first_line(error)}") from None
+    return interpreter, data
+
+
+def _flatbuffer_bytes(tflite, name):
+    if isinstance(tflite, (bytes, bytearray, memoryview)):
+        data = bytes(tflite)
+        return data, f"{name} ({len(data)} bytes)"
+    if isinstance(tflite, (str, os.PathLike)):
+        path = check_file(name, tflite, ("",))
+        with open(path, "rb") as f:
+            return f.read(), path
+    raise TypeError(
+        f"{name} must be the flatbuffer bytes or a .tflite path. "
+        f"Received: {name}={tflite!r} of type {type(tflite).__name__}"
+    )
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+

@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from tfcompress import _rewrite
+from tfcompress import _litert, _rewrite, _validate
 from tfcompress._quiet import hold_back_fd2
 from tfcompress._wrapper import strip_for_export
 
@@ -65,30 +65,32 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
     >>> len(flatbuffer) > 0
     True
     """
-    if quantization not in QUANTIZATION_MODES:
-        raise ValueError(
-            "quantization must be one of None, 'float16', 'dynamic', 'int8'. "
-            f"Received: quantization={quantization!r}"
-        )
+    _validate.check_one_of("quantization", quantization, QUANTIZATION_MODES)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"convert expects a keras.Model. Received: model={model!r} of type "
             f"{type(model).__name__}"
         )
+    int8_io = _validate.check_bool("int8_io", int8_io)
     if int8_io and quantization != "int8":
         raise ValueError(
             "int8_io=True needs quantization='int8' (integer input/output tensors "
             f"exist only in a full-integer model). Received: quantization={quantization!r}"
         )
+    if output_path is not None and not isinstance(output_path, (str, os.PathLike)):
+        raise TypeError(
+            f"output_path must be a file path or None. Received: output_path={output_path!r}"
+        )
     import tensorflow as tf
 
+    specs = _keras_input_specs(model, representative_data)
+    input_shapes = [spec.shape[1:] for spec in specs]
     if _rewrite.is_graph_model(model):
         model = strip_for_export(model)  # a copy: the caller's model keeps its wrappers
     # A subclassed model is stripped in place, so it is exported as it is: its
     # wrappers compute the shipped weights at inference, which the converter
     # folds into constants.
     is_qat = _is_qat(model)
-    input_shapes = _input_shapes(model, representative_data)
     samples = None
     if quantization == "int8" and not is_qat:
         if representative_data is None:
@@ -99,7 +101,8 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
                 "Pass representative_data=x_train[:500], or train the model with "
                 "tfcompress.quantization.quantize_model first."
             )
-        samples = _calibration_samples(representative_data, input_shapes)
+        # Checked here: the converter segfaults on calibration data holding inf.
+        samples = _calibration_samples(representative_data, specs)
 
     with tempfile.TemporaryDirectory() as tmp, _native_logs_held_back():
         signature = [tf.TensorSpec((None,) + tuple(s), tf.float32) for s in input_shapes]
@@ -115,7 +118,7 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if samples is not None:
-            converter.representative_dataset = lambda: ([s] for s in samples)
+            converter.representative_dataset = lambda: iter(samples)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if int8_io:
             converter.inference_input_type = tf.int8
@@ -133,17 +136,28 @@ def predict(tflite, x, batch_size=256, num_threads=None):
 
     int8 input tensors get `x / scale + zero_point` (rounded, clipped); int8
     outputs are dequantized, so the result is comparable with Keras'
-    `model.predict`.
+    `model.predict`. `x` is checked first (finite numbers, the input's shape
+    and, for integer inputs such as token ids, whole numbers).
 
     Args:
         tflite: The flatbuffer (`bytes`) or the path of a `.tflite` file.
-        x: Numpy array of inputs, first axis = examples (a list of arrays for
-            a model with several inputs).
-        batch_size: Examples per interpreter call.
+        x: Numpy array of inputs, first axis = examples; for a model with
+            several inputs a list of arrays (in the Keras model's input order)
+            or a dict `{input name: array}`.
+        batch_size: Examples per interpreter call (a model converted for a
+            fixed batch size runs in batches of that size).
         num_threads: Interpreter threads (None: LiteRT's default).
 
     Returns:
-        Numpy float32 array of the (first) output, one row per example.
+        For a model with one output, a numpy array (float32 unless the output
+        is an integer tensor), one row per example. With several outputs,
+        a list of arrays in the Keras model's output order, or a dict by
+        output name when the Keras model's outputs were a dict.
+
+    Raises:
+        ValueError: for a file that is not a valid TFLite model, or `x` that
+            does not fit the model's inputs (the message names the input).
+        TypeError: for a `tflite` that is neither bytes nor a path.
 
     Example:
 
@@ -152,53 +166,61 @@ def predict(tflite, x, batch_size=256, num_threads=None):
     >>> predict(convert(model), np.ones((3, 4), "float32")).shape
     (3, 2)
     """
-    interpreter = _interpreter(tflite, num_threads)
-    inputs = interpreter.get_input_details()
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    if len(xs) != len(inputs):
-        raise ValueError(
-            f"The model has {len(inputs)} inputs but x holds {len(xs)} arrays."
-        )
-    xs = [np.asarray(a) for a in xs]
-    n = len(xs[0])
-    output = interpreter.get_output_details()[0]
-    results, current = [], None
-    for start in range(0, n, batch_size):
-        chunk = [a[start : start + batch_size] for a in xs]
-        if current != len(chunk[0]):
-            for detail, a in zip(inputs, chunk):
-                interpreter.resize_tensor_input(detail["index"], a.shape)
-            interpreter.allocate_tensors()
-            current = len(chunk[0])
-            inputs = interpreter.get_input_details()
-            output = interpreter.get_output_details()[0]
-        for detail, a in zip(inputs, chunk):
-            interpreter.set_tensor(detail["index"], _to_input(a, detail))
-        interpreter.invoke()
-        results.append(_from_output(interpreter.get_tensor(output["index"]), output))
-    return np.concatenate(results, axis=0)
+    runtime, arrays = _runtime_and_inputs(tflite, x, batch_size, num_threads)
+    return runtime.structure(runtime.run(arrays, batch_size))
 
 
-def evaluate(tflite, x, y, batch_size=256):
-    """Top-1 accuracy of a `.tflite` classifier.
+def evaluate(tflite, x, y, batch_size=256, threshold=None):
+    """Accuracy of a `.tflite` classifier, scored as Keras' `"accuracy"` metric does.
+
+    How each output is scored follows its shape and the op that computes it
+    (read from the `.tflite`):
+
+    * several units: top-1 against integer labels (`(n,)` or `(n, 1)`) or
+      one-hot rows (`(n, classes)`); for a sigmoid (multi-label) head, a `y`
+      shaped like the output is scored unit by unit at the threshold;
+    * one unit (binary): `output > threshold` against 0/1 labels. The
+      threshold defaults to 0.5 after a sigmoid (probabilities: the op
+      before the output is LOGISTIC) and to 0 otherwise (logits);
+      pass `threshold` to choose it.
 
     Args:
         tflite: Flatbuffer bytes or `.tflite` path.
-        x: Inputs (numpy array).
-        y: Integer labels, or one-hot rows.
+        x: Inputs, as for `predict`.
+        y: Labels. For several outputs, a list (Keras order) or dict (by
+            output name) of label arrays; None skips an output.
         batch_size: Examples per interpreter call.
+        threshold: Decision threshold of one-unit and sigmoid outputs; None
+            chooses as above.
 
     Returns:
-        Dict `{"accuracy": float, "num_examples": int}`.
+        `{"accuracy": float, "num_examples": int}`; with several outputs,
+        `"accuracy"` is a list or dict (as `predict` returns outputs) with
+        None for skipped outputs.
+
+    Raises:
+        ValueError: for labels that do not fit the outputs: another number of
+            examples than `x`, another shape, class ids outside the output's
+            classes, binary labels other than 0 and 1, non-finite values.
     """
-    y = np.asarray(y)
-    if y.ndim > 1 and y.shape[-1] > 1:
-        y = np.argmax(y, axis=-1)
-    logits = predict(tflite, x, batch_size=batch_size)
-    pred = np.argmax(logits, axis=-1) if logits.ndim > 1 and logits.shape[-1] > 1 else (
-        logits.reshape(-1) > 0
-    ).astype(y.dtype)
-    return {"accuracy": float(np.mean(pred == y.reshape(-1))), "num_examples": int(len(y))}
+    if threshold is not None:
+        threshold = _validate.check_number("threshold", threshold)
+    runtime, arrays = _runtime_and_inputs(tflite, x, batch_size, None)
+    n = len(arrays[0])
+    labels = _labels_per_output(y, runtime)
+    for i, label in enumerate(labels):
+        if label is not None:
+            labels[i] = _validate.check_array(_label_name(runtime, i), label, min_ndim=1)
+            _validate.check_same_length(x=arrays[0], **{_label_name(runtime, i): labels[i]})
+    outputs = runtime.run(arrays, batch_size)
+    producers = runtime.output_producers()
+    scores = [
+        None
+        if label is None
+        else _accuracy(out, label, producer, threshold, _label_name(runtime, i))
+        for i, (out, label, producer) in enumerate(zip(outputs, labels, producers))
+    ]
+    return {"accuracy": runtime.structure(scores), "num_examples": n}
 
 
 def benchmark(tflite, num_threads=1, runs=200, warmup=20):
@@ -215,23 +237,23 @@ def benchmark(tflite, num_threads=1, runs=200, warmup=20):
         and `size_bytes` (of the flatbuffer).
 
     Raises:
-        ValueError: if `runs` < 1.
+        ValueError: if `runs` < 1, `warmup` < 0, `num_threads` < 1, or the
+            file is not a valid TFLite model.
     """
-    from tfcompress._validate import check_int
-
-    check_int("runs", runs, minimum=1)
-    check_int("warmup", warmup, minimum=0)
-    check_int("num_threads", num_threads, minimum=1)
-    interpreter = _interpreter(tflite, num_threads)
+    runs = _validate.check_int("runs", runs, minimum=1)
+    warmup = _validate.check_int("warmup", warmup, minimum=0)
+    num_threads = _validate.check_int("num_threads", num_threads, minimum=1)
+    runtime = _litert.Runtime(tflite, num_threads)
     rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        shape = [1 if d in (-1, None) else d for d in detail["shape_signature"]]
-        shape[0] = 1
-        interpreter.resize_tensor_input(detail["index"], shape)
-    interpreter.allocate_tensors()
-    for detail in interpreter.get_input_details():
-        x = rng.random(detail["shape"]).astype("float32")
-        interpreter.set_tensor(detail["index"], _to_input(x, detail))
+    example = []
+    for spec in runtime.input_specs():
+        shape = (1,) + tuple(1 if d is None else d for d in spec.shape[1:])
+        if spec.dtype.kind in "iu":  # token ids: small valid ids
+            example.append(np.zeros(shape, spec.dtype))
+        else:
+            example.append(rng.random(shape).astype(spec.dtype))
+    runtime.run(example, 1)
+    interpreter = runtime.interpreter
     for _ in range(warmup):
         interpreter.invoke()
     times = []
@@ -246,8 +268,81 @@ def benchmark(tflite, num_threads=1, runs=200, warmup=20):
         "mean_ms": statistics.fmean(times),
         "runs": runs,
         "num_threads": num_threads,
-        "size_bytes": len(_read(tflite)),
+        "size_bytes": len(runtime.data),
     }
+
+
+def _runtime_and_inputs(tflite, x, batch_size, num_threads):
+    batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
+    runtime = _litert.Runtime(tflite, num_threads)
+    return runtime, _validate.check_inputs(x, runtime.input_specs())
+
+
+def _label_name(runtime, i):
+    return "y" if len(runtime.outputs) == 1 else f"y[{runtime.outputs[i][0]!r}]"
+
+
+def _labels_per_output(y, runtime):
+    names = [name for name, _ in runtime.outputs]
+    if len(names) == 1:
+        return [y]
+    if isinstance(y, dict):
+        unknown = sorted(str(k) for k in y if k not in names)
+        if unknown:
+            raise ValueError(f"y names outputs the model does not have: {unknown}. Outputs: {names}")
+        return [y.get(name) for name in names]
+    if isinstance(y, (list, tuple)) and len(y) == len(names):
+        return list(y)
+    raise ValueError(
+        f"The model has {len(names)} outputs {names}: pass y as a list of {len(names)} "
+        "label arrays in that order (None to skip an output) or a dict by output name. "
+        f"Received: a {type(y).__name__}"
+        + (f" of length {len(y)}" if isinstance(y, (list, tuple)) else "")
+    )
+
+
+def _accuracy(output, y, producer, threshold, name):
+    """Keras' accuracy of one output against its labels (see `evaluate`)."""
+    output = np.asarray(output, "float32")
+    units = output.shape[-1] if output.ndim > 1 else 1
+    sigmoid = producer == "LOGISTIC"
+    if threshold is None:
+        threshold = 0.5 if sigmoid else 0.0
+    if units == 1 or (sigmoid and y.shape == output.shape):
+        if y.size != output.size or y.shape[0] != output.shape[0]:
+            raise ValueError(
+                f"{name} has shape {y.shape}, but the output has shape {output.shape}: "
+                "pass one 0/1 label per output value."
+            )
+        _check_binary(name, y)
+        predicted = (output > threshold).reshape(y.shape)
+        return float(np.mean(predicted == (y > 0.5)))
+    if y.shape == output.shape:  # one-hot rows
+        y = np.argmax(y, axis=-1)
+    elif y.shape[1:] == output.shape[1:-1] + (1,):
+        y = y.reshape(y.shape[:-1])
+    if y.shape != output.shape[:-1]:
+        raise ValueError(
+            f"{name} has shape {y.shape}, but the output has shape {output.shape}: pass "
+            f"class ids of shape {output.shape[:-1]} or one-hot rows of shape {output.shape}."
+        )
+    if y.dtype.kind == "f" and not np.all(np.floor(y) == y):
+        raise ValueError(f"{name} holds fractions; class labels are whole numbers in [0, {units}).")
+    if y.size and (y.min() < 0 or y.max() >= units):
+        raise ValueError(
+            f"{name} holds class labels in [{y.min()}, {y.max()}], but the output has "
+            f"{units} classes: labels must be in [0, {units})."
+        )
+    return float(np.mean(np.argmax(output, axis=-1) == y))
+
+
+def _check_binary(name, y):
+    values = np.unique(y)
+    if not np.all(np.isin(values, (0, 1))):
+        raise ValueError(
+            f"{name} must hold 0/1 labels for a one-unit (binary) output. Received values "
+            f"{values[:5].tolist()}{' ...' if values.size > 5 else ''}"
+        )
 
 
 @contextlib.contextmanager
@@ -267,85 +362,74 @@ def _native_logs_held_back():
     release()
 
 
-def _read(tflite):
-    if isinstance(tflite, (bytes, bytearray)):
-        return bytes(tflite)
-    if isinstance(tflite, (str, os.PathLike)):
-        with open(tflite, "rb") as f:
-            return f.read()
-    raise TypeError(
-        "tflite must be the flatbuffer bytes or a .tflite path. "
-        f"Received: {type(tflite).__name__}"
-    )
-
-
-def _interpreter(tflite, num_threads=None):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=_read(tflite), num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _to_input(x, detail):
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        q = np.round(np.asarray(x, "float32") / scale + zero_point)
-        return np.clip(q, info.min, info.max).astype(detail["dtype"])
-    return np.asarray(x, detail["dtype"])
-
-
-def _from_output(y, detail):
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = detail["quantization"]
-        return ((y.astype("float32") - zero_point) * scale).astype("float32")
-    return y.astype("float32")
-
-
 def _is_qat(model):
     from tfcompress.quantization.wrapper import QuantizeWrapper
 
     return any(isinstance(l, QuantizeWrapper) for l in _rewrite.iter_layers(model))
 
 
-def _input_shapes(model, representative_data):
-    """Input shapes without the batch axis."""
-    if _rewrite.is_graph_model(model) or getattr(model, "inputs", None):
-        return [tuple(t.shape[1:]) for t in model.inputs]
+def _keras_input_specs(model, representative_data):
+    """`_validate.InputSpec` of each input of a Keras model (batch axis first)."""
+    if _rewrite.is_graph_model(model) and not model.built:
+        raise ValueError(
+            f"Model '{model.name}' is not built: give it a keras.Input(shape=...) or call "
+            "it once on a batch of data before converting."
+        )
+    inputs = getattr(model, "inputs", None) if _rewrite.is_graph_model(model) else None
+    if inputs:
+        return [
+            _validate.InputSpec(t.name, tuple(t.shape), t.dtype or "float32") for t in inputs
+        ]
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     if len(shapes) == 1:
         shape = next(iter(shapes.values()))
-        if shape is not None and not isinstance(shape[0], (list, tuple, dict)):
-            return [tuple(shape[1:])]
-    if representative_data is not None and isinstance(representative_data, np.ndarray):
-        return [representative_data.shape[1:]]
+        if shape is not None and shape and not isinstance(shape[0], (list, tuple, dict)):
+            return [_validate.InputSpec("inputs", tuple(shape), "float32")]
+    if isinstance(representative_data, np.ndarray) and representative_data.ndim >= 1:
+        return [_validate.InputSpec("inputs", (None,) + representative_data.shape[1:], "float32")]
     raise ValueError(
         f"Cannot tell the input shape of subclassed model '{model.name}'. Build it "
         "with model.build((None, ...)) or call it once on a batch before converting."
     )
 
 
-def _calibration_samples(data, input_shapes):
-    expected = tuple(input_shapes[0])
-    batches = [data] if isinstance(data, np.ndarray) else data
+def _calibration_samples(data, specs):
+    """Up to 500 single examples of checked calibration inputs (one list per example)."""
+    name = "representative_data"
+    if _is_one_batch(data, specs):
+        batches = [data]
+    else:
+        try:
+            batches = iter(data)
+        except TypeError:
+            raise ValueError(
+                f"{name} must be an array of inputs, or an iterable of batches. "
+                f"Received: a {type(data).__name__}"
+            ) from None
     samples = []
     for batch in batches:
-        if isinstance(batch, (tuple, list)) and not isinstance(batch, np.ndarray):
-            batch = batch[0]
-        batch = np.asarray(batch, "float32")
-        if batch.shape[1:] != expected and batch.shape == expected:
-            batch = batch[np.newaxis]
-        if tuple(batch.shape[1:]) != expected:
-            raise ValueError(
-                f"representative_data has examples of shape {tuple(batch.shape[1:])} "
-                f"(batch shape {tuple(batch.shape)}), but the model input expects "
-                f"{expected} (plus a batch axis)."
-            )
-        for row in batch:
-            samples.append(row[np.newaxis])
+        if isinstance(batch, tuple) and len(batch) in (2, 3) and not _is_one_batch(batch, specs):
+            batch = batch[0]  # an (x, y) or (x, y, sample_weight) batch
+        if len(specs) == 1 and np.ndim(batch) == len(specs[0].shape) - 1:
+            batch = np.asarray(batch)[np.newaxis]  # one example without its batch axis
+        arrays = _validate.check_inputs(batch, specs, name=name)
+        arrays = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays]
+        for i in range(len(arrays[0])):
+            samples.append([a[i : i + 1] for a in arrays])
             if len(samples) >= _MAX_CALIBRATION_SAMPLES:
                 return samples
     if not samples:
-        raise ValueError("representative_data is empty: give at least one example.")
+        raise ValueError(f"{name} is empty: give at least one example.")
     return samples
+
+
+def _is_one_batch(data, specs):
+    """Is `data` the inputs of one batch (rather than an iterable of batches)?"""
+    if isinstance(data, dict) or hasattr(data, "shape"):
+        return True
+    return (
+        len(specs) > 1
+        and isinstance(data, (list, tuple))
+        and len(data) == len(specs)
+        and all(hasattr(a, "shape") and len(a.shape) == len(s.shape) for a, s in zip(data, specs))
+    )

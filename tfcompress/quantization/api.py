@@ -156,16 +156,14 @@ def _check_graph_model(model, fn_name):
             f"{type(model).__name__}: rebuild it with the functional API "
             "(keras.Model(inputs, outputs)) to quantize it."
         )
+    _rewrite.check_built(model)
 
 
 def _quantize(model, mode, preserve_sparsity, preserve_clusters):
     _check_graph_model(model, "quantize_model" if mode == "all" else "quantize_apply")
     preserve_sparsity = _validate.check_bool("preserve_sparsity", preserve_sparsity)
-    if preserve_clusters not in (None, True, False):
-        raise ValueError(
-            "preserve_clusters must be None, True or False. "
-            f"Received: preserve_clusters={preserve_clusters!r}"
-        )
+    if preserve_clusters is not None:
+        preserve_clusters = _validate.check_bool("preserve_clusters", preserve_clusters)
     model = strip_for_export(model)
     decisions = plan.plan_model(model, mode)
 
