@@ -139,10 +139,18 @@ class _Walk:
             index = signature.SubgraphIndex()
             if not 0 <= index < n_graphs:
                 raise CorruptModel(f"signature {k} names subgraph {index} of {n_graphs}")
-            n_tensors = model.Subgraphs(index).TensorsLength()
-            for get, count in ((signature.Inputs, signature.InputsLength), (signature.Outputs, signature.OutputsLength)):
+            graph = model.Subgraphs(index)
+            for what, get, count, allowed in (
+                ("input", signature.Inputs, signature.InputsLength, graph.InputsAsNumpy()),
+                ("output", signature.Outputs, signature.OutputsLength, graph.OutputsAsNumpy()),
+            ):
                 for i in range(self.length(count(), f"signature {k}", 4)):
-                    self.index(get(i).TensorIndex(), n_tensors, f"signature {k}")
+                    tensor = get(i).TensorIndex()
+                    if tensor not in allowed:
+                        raise CorruptModel(
+                            f"signature {k} names tensor {tensor} as an {what}, but it is "
+                            f"not an {what} of subgraph {index}"
+                        )
                     get(i).Name()
 
     def subgraph(self, model, g, n_buffers, n_codes, n_graphs):

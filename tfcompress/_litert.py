@@ -31,7 +31,9 @@ class Runtime:
     """
 
     def __init__(self, tflite, num_threads=None, name="tflite"):
-        self.interpreter, self.data = _validate.load_interpreter(tflite, name, num_threads)
+        self.interpreter, self.data, self.where = _validate.load_interpreter(
+            tflite, name, num_threads
+        )
         interpreter = self.interpreter
         by_index = {d["index"]: d for d in interpreter.get_input_details()}
         by_index.update({d["index"]: d for d in interpreter.get_output_details()})
@@ -84,12 +86,24 @@ class Runtime:
             rows = len(chunk[0])
             if fixed and rows < fixed:  # pad the last chunk to the converted batch size
                 chunk = [np.concatenate([c, np.repeat(c[-1:], fixed - rows, axis=0)]) for c in chunk]
-            self._prepare([c.shape for c in chunk])
-            for (_, detail), c in zip(self.inputs, chunk):
-                self.interpreter.set_tensor(detail["index"], _to_input(c, detail))
-            self.interpreter.invoke()
-            for out, (_, detail) in zip(results, self.outputs):
+            try:
+                self._prepare([c.shape for c in chunk])
+                for (_, detail), c in zip(self.inputs, chunk):
+                    self.interpreter.set_tensor(detail["index"], _to_input(c, detail))
+                self.interpreter.invoke()
+            except RuntimeError as error:  # a kernel refused the model or the data
+                raise ValueError(
+                    f"LiteRT cannot run {self.where} on these inputs: "
+                    f"{' '.join(str(error).split())}"
+                ) from None
+            for out, (name, detail) in zip(results, self.outputs):
                 value = self.interpreter.get_tensor(detail["index"])
+                if value.ndim == 0 or len(value) != len(chunk[0]):
+                    raise ValueError(
+                        f"{self.where} returned output '{name}' of shape {value.shape} for "
+                        f"{len(chunk[0])} examples: its outputs have no batch axis, or the "
+                        "file is corrupted."
+                    )
                 out.append(_from_output(value, detail)[:rows])
         return [np.concatenate(parts, axis=0) for parts in results]
 
@@ -97,8 +111,7 @@ class Runtime:
         shapes = [tuple(int(d) for d in s) for s in shapes]
         if shapes != self._shapes:
             for (_, detail), shape in zip(self.inputs, shapes):
-                if tuple(detail["shape"]) != shape:
-                    self.interpreter.resize_tensor_input(detail["index"], shape)
+                self.interpreter.resize_tensor_input(detail["index"], shape)
             allocate(self.interpreter)
             self._shapes = shapes
         # Stateful ops (fused LSTMs keep their state in variable tensors)

@@ -314,7 +314,7 @@ def _check_input(label, value, spec):
                 f"{label} holds values in [{array.min()}, {array.max()}], outside the "
                 f"{spec.dtype} range of the model input '{spec.name}'."
             )
-    return array.astype(spec.dtype, copy=False) if spec.dtype.kind in "biu" else array
+    return array.astype(spec.dtype, copy=False)
 
 
 def check_file(name, path, suffixes):
@@ -335,6 +335,28 @@ def check_file(name, path, suffixes):
         raise ValueError(
             f"{name} must be a {' or '.join(suffixes)} file. Received: {name}={path!r}"
         )
+    return path
+
+
+def check_output_path(name, path):
+    """Returns `path` as a str; raises unless a file can be written there.
+
+    Checked before long work (a conversion) so it does not fail at the end.
+
+    Raises:
+        TypeError: for something that is not a path.
+        ValueError: for an existing directory, or a parent that is a file.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path or None. Received: {name}={path!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name} must be a file path, not a directory. Received: {name}={path!r}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{name} cannot be created under the file {parent!r}. Received: {name}={path!r}")
     return path
 
 
@@ -423,7 +445,8 @@ def load_interpreter(tflite, name="tflite", num_threads=None):
     """A LiteRT `Interpreter` for a checked `.tflite` (see `read_flatbuffer`), and its bytes.
 
     Returns:
-        `(interpreter, data)`; tensors are not allocated yet.
+        `(interpreter, data, where)`: tensors are not allocated yet; `where`
+        names the model in messages (its path, or `name` and its size).
     """
     from tfcompress import _flatbuffer
 
@@ -443,7 +466,7 @@ def load_interpreter(tflite, name="tflite", num_threads=None):
         interpreter = Interpreter(model_content=data, num_threads=num_threads)
     except (ValueError, RuntimeError) as error:
         raise ValueError(f"{where} is not a valid TFLite model: {_first_line(error)}") from None
-    return interpreter, data
+    return interpreter, data, where
 
 
 def _flatbuffer_bytes(tflite, name):

@@ -77,10 +77,8 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
             "int8_io=True needs quantization='int8' (integer input/output tensors "
             f"exist only in a full-integer model). Received: quantization={quantization!r}"
         )
-    if output_path is not None and not isinstance(output_path, (str, os.PathLike)):
-        raise TypeError(
-            f"output_path must be a file path or None. Received: output_path={output_path!r}"
-        )
+    if output_path is not None:
+        output_path = _validate.check_output_path("output_path", output_path)
     import tensorflow as tf
 
     specs = _keras_input_specs(model, representative_data)
@@ -155,8 +153,10 @@ def predict(tflite, x, batch_size=256, num_threads=None):
         output name when the Keras model's outputs were a dict.
 
     Raises:
-        ValueError: for a file that is not a valid TFLite model, or `x` that
-            does not fit the model's inputs (the message names the input).
+        ValueError: for a file that is not a valid TFLite model, `x` that
+            does not fit the model's inputs (the message names the input), or
+            a model LiteRT refuses to prepare or run (e.g. a token id outside
+            an embedding's table).
         TypeError: for a `tflite` that is neither bytes nor a path.
 
     Example:
