@@ -39,6 +39,14 @@ def unbuilt():
     return keras.Sequential([L.Dense(2)])
 
 
+def with_weight(model, value):
+    """`model` with one kernel entry set to `value` (NaN: training diverged)."""
+    weights = model.layers[0].get_weights()
+    weights[0].flat[0] = value
+    model.layers[0].set_weights(weights)
+    return model
+
+
 class Subclassed(keras.Model):
     def __init__(self):
         super().__init__()
@@ -113,6 +121,28 @@ def buffer_size_mismatch(data):
     raise AssertionError("no 2-D constant")
 
 
+def missing_filter(data):
+    """The first CONV_2D with its filter input index set to -1 ("left out")."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    for o in range(graph.OperatorsLength()):
+        op = graph.Operators(o)
+        if model.OperatorCodes(op.OpcodeIndex()).BuiltinCode() == schema.BuiltinOperator.CONV_2D:
+            position = op._tab.Vector(op._tab.Offset(6)) + 4  # inputs[1]
+            broken = bytearray(data)
+            broken[position : position + 4] = np.int32(-1).tobytes()
+            return bytes(broken)
+    raise AssertionError("no CONV_2D")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Overrides conftest's: these tiny models need no session clearing (1 s a test)."""
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Paths of good and broken files."""
@@ -131,6 +161,7 @@ def files(tmp_path_factory):
     write("zero_point.tflite", patched(int8_file(), "zero_point"))
     write("scale.tflite", patched(int8_file(), "scale"))
     write("buffer.tflite", buffer_size_mismatch(good))
+    write("no_filter.tflite", missing_filter(good))
     write("empty.tflite", b"")
     write("model.txt", good)
     keras_path = folder / "model.keras"
@@ -217,6 +248,8 @@ PRUNING = [
     ("unknown_kwarg", lambda: tfcompress.prune_low_magnitude(dense_model(), sparsity=0.5), TypeError, r"Unexpected keyword argument\(s\): \['sparsity'\]"),
     ("clustered_not_stripped", lambda: tfcompress.prune_low_magnitude(tfcompress.cluster_weights(dense_model(), 2)), ValueError, r"already wrapped by ClusterWeights.*strip_clustering"),
     ("unsupported_layer", lambda: tfcompress.prune_low_magnitude(L.BatchNormalization()), ValueError, r"is not supported by pruning"),
+    ("summaries_update_freq", lambda: tfcompress.PruningSummaries(update_freq="daily"), ValueError, r'update_freq must be "epoch" or an integer >= 1. Received: update_freq=\'daily\''),
+    ("summaries_update_freq_0", lambda: tfcompress.PruningSummaries(update_freq=np.int64(0)), ValueError, r"Received: update_freq=np.int64\(0\)"),
 ]
 
 CLUSTERING = [
@@ -233,6 +266,7 @@ CLUSTERING = [
     ("not_a_model", lambda: tfcompress.cluster_weights("model.keras", 2), TypeError, r"to_cluster='model.keras'"),
     ("dict_key", lambda: tfcompress.cluster_weights(dense_model(), {("a",): 2}), ValueError, r"keys must be layer names"),
     ("init_k", lambda: tfcompress.clustering.init_centroids(np.ones(4), 1), ValueError, r"number_of_clusters must be >= 2"),
+    ("nan_weight", lambda: tfcompress.cluster_weights(with_weight(dense_model(), NAN), 2), ValueError, r"Cannot cluster weight '.*kernel' of layer 'dense.*': it holds NaN or infinity"),
 ]
 
 QUANTIZATION = [
@@ -292,6 +326,7 @@ REPORT = [
     ("zero_point", lambda f: report.summarize(f["zero_point.tflite"]), ValueError, r"zero_point.tflite is not a valid TFLite model: tensor \d+ of subgraph 0 \(INT8\) has zero points outside \[-128, 127\]: \[-16512\]"),
     ("negative_scale", lambda f: report.summarize(f["scale.tflite"]), ValueError, r"quantization scales that are not finite and > 0: \[-0.5\]"),
     ("buffer_size", lambda f: report.summarize(f["buffer.tflite"]), ValueError, r"needs \d+ bytes of data but its buffer holds \d+"),
+    ("missing_filter", lambda f: report.summarize(f["no_filter.tflite"]), ValueError, r"operator 0 \(CONV_2D\) of subgraph 0 input 1 refers to index -1, outside \[0, \d+\)"),
     ("missing", lambda f: report.summarize(f["missing"]), FileNotFoundError, r"No such file. Received: obj='.*missing.tflite'"),
     ("directory", lambda f: report.summarize(f["dir"]), ValueError, r"obj must be a file, not a directory"),
     ("truncated_keras", lambda f: report.summarize(f["truncated.keras"]), ValueError, r"truncated.keras is not a .keras model: the file is not a zip archive"),
@@ -319,6 +354,8 @@ LITE_CONVERT = [
     ("unbuilt", lambda: lite.convert(unbuilt()), ValueError, r"is not built"),
     ("output_path", lambda: lite.convert(dense_model(), output_path=42), TypeError, r"output_path must be a file path or None. Received: output_path=42"),
     ("subclassed_unbuilt", lambda: lite.convert(Subclassed()), ValueError, r"Cannot tell the input shape of subclassed model"),
+    ("nan_weight", lambda: lite.convert(with_weight(dense_model(), NAN)), ValueError, r"Cannot convert: model 'sequential.*' has weights holding NaN or infinity \(did training diverge\?\): sequential.*/dense.*/kernel \(1 values\)"),
+    ("inf_weight_int8", lambda: lite.convert(with_weight(dense_model(), INF), "int8", representative_data=np.ones((2, 4))), ValueError, r"has weights holding NaN or infinity"),
 ]
 
 LITE_RUN = [
@@ -329,6 +366,7 @@ LITE_RUN = [
     ("empty_file", lambda f, x: lite.predict(f["empty.tflite"], x), ValueError, r"empty.tflite is not a TFLite model \(missing the 'TFL3' identifier"),
     ("zero_point", lambda f, x: lite.predict(f["zero_point.tflite"], x), ValueError, r"zero points outside \[-128, 127\]"),
     ("scale", lambda f, x: lite.predict(f["scale.tflite"], x), ValueError, r"scales that are not finite and > 0"),
+    ("missing_filter", lambda f, x: lite.predict(f["no_filter.tflite"], x), ValueError, r"\(CONV_2D\) of subgraph 0 input 1 refers to index -1"),
     ("wrong_shape", lambda f, x: lite.predict(cnn_file(), x[:, :5]), ValueError, r"x has shape \(40, 5, 6, 1\), but the model input '.*' takes \(batch, 6, 6, 1\) float32"),
     ("wrong_rank", lambda f, x: lite.predict(cnn_file(), x[..., 0]), ValueError, r"x has shape \(40, 6, 6\)"),
     ("one_example_no_batch", lambda f, x: lite.predict(cnn_file(), x[0]), ValueError, r"x has shape \(6, 6, 1\)"),
@@ -478,6 +516,7 @@ def test_numpy_scalars_are_accepted_wherever_python_numbers_are():
     assert pruned.layers[0].block_size == (2, 2)
     clustered = tfcompress.strip_clustering(tfcompress.cluster_weights(dense_model(8, 4), np.int64(3)))
     assert len(np.unique(clustered.layers[0].kernel.numpy())) == 3
+    assert tfcompress.PruningSummaries(update_freq=np.int64(3)).update_freq == 3
     distiller = _distiller(alpha=np.float32(0.25), temperature=np.float32(2.0))
     assert (distiller.alpha, distiller.temperature) == (0.25, 2.0)
     assert ActivationQuantizer(ema_decay=np.float32(0.5)).ema_decay == 0.5

@@ -103,26 +103,4 @@ def test_benchmark_reports_median_and_p90(cnn):
     assert result["runs"] == 30 and result["size_bytes"] == len(cnn[2])
 
 
-def test_unknown_mode_lists_the_valid_ones(cnn):
-    with pytest.raises(ValueError, match=r"None, 'float16', 'dynamic', 'int8'.*quantization='int4'"):
-        lite.convert(cnn[0], quantization="int4")
-
-
-def test_int8_on_a_float_model_needs_representative_data(cnn):
-    with pytest.raises(ValueError, match="needs representative_data"):
-        lite.convert(cnn[0], quantization="int8")
-
-
-def test_representative_data_of_the_wrong_shape_names_both_shapes(cnn):
-    with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(8, 8, 1\)"):
-        lite.convert(cnn[0], "int8", representative_data=np.zeros((4, 28, 28, 1), "float32"))
-
-
-def test_int8_io_needs_int8(cnn):
-    with pytest.raises(ValueError, match="int8_io=True needs quantization='int8'"):
-        lite.convert(cnn[0], quantization="dynamic", int8_io=True)
-
-
-def test_bad_tflite_argument():
-    with pytest.raises(TypeError, match="flatbuffer bytes or a .tflite path"):
-        lite.predict(123, np.zeros((1, 4)))
+# Bad arguments, inputs and files: test_bad_input.py and test_fuzz.py.

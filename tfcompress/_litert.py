@@ -30,29 +30,48 @@ class Runtime:
         output_structure: "single", "list" or "dict": what `predict` returns.
     """
 
-    def __init__(self, tflite, num_threads=None, name="tflite"):
+    def __init__(self, tflite, num_threads=None, name="tflite", order=None):
         self.interpreter, self.data, self.where = _validate.load_interpreter(
             tflite, name, num_threads
         )
         interpreter = self.interpreter
-        by_index = {d["index"]: d for d in interpreter.get_input_details()}
-        by_index.update({d["index"]: d for d in interpreter.get_output_details()})
+        details = {d["index"]: d for d in interpreter.get_input_details()}
+        details.update({d["index"]: d for d in interpreter.get_output_details()})
         signature = _serving_signature(interpreter)
+        try:
+            metadata = _flatbuffer.io_metadata(self.data)
+        except _flatbuffer.CorruptModel as error:
+            raise ValueError(f"{self.where} is not a valid TFLite model: {error}") from None
+        if order is not None:
+            metadata = {"inputs": order[0], "outputs": order[1], "output_structure": "list"}
         if signature is None:
             self.inputs = [(d["name"], d) for d in interpreter.get_input_details()]
             self.outputs = [(d["name"], d) for d in interpreter.get_output_details()]
             structure = "list"
-        else:
-            order = [d["index"] for d in interpreter.get_input_details()]
-            inputs = sorted(signature["inputs"].items(), key=lambda kv: order.index(kv[1]))
-            self.inputs = [(name, by_index[index]) for name, index in inputs]
+        elif metadata is not None:
+            self.inputs = self._named(signature["inputs"], metadata.get("inputs"), details, "input")
+            self.outputs = self._named(signature["outputs"], metadata.get("outputs"), details, "output")
+            structure = "dict" if metadata.get("output_structure") == "dict" else "list"
+        else:  # not written by tfcompress: the signature's own names
+            names = sorted(signature["inputs"])
+            self.inputs = [(n, details[signature["inputs"][n]]) for n in names]
             names = list(signature["outputs"])
             numbered = all(re.fullmatch(r"output_\d+", n) for n in names)
             names.sort(key=(lambda n: int(n[len("output_"):])) if numbered else None)
-            self.outputs = [(n, by_index[signature["outputs"][n]]) for n in names]
+            self.outputs = [(n, details[signature["outputs"][n]]) for n in names]
             structure = "list" if numbered else "dict"
+        # Without recorded Keras order, several inputs can only be matched by name.
+        self.ordered_inputs = signature is None or metadata is not None or len(self.inputs) == 1
         self.output_structure = "single" if len(self.outputs) == 1 else structure
         self._shapes = None
+
+    def _named(self, by_name, order, details, what):
+        if not isinstance(order, list) or sorted(order) != sorted(by_name):
+            raise ValueError(
+                f"{self.where} is not a valid TFLite model: its recorded {what} names "
+                f"{order!r} do not match its signature {sorted(by_name)}"
+            )
+        return [(name, details[by_name[name]]) for name in order]
 
     def input_specs(self):
         """`_validate.InputSpec` of each input (real-valued for quantized int8 inputs)."""
@@ -131,6 +150,14 @@ class Runtime:
         return list(values)
 
 
+def signature_outputs(data):
+    """The output names of a flatbuffer's serving signature (a fresh interpreter)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = _serving_signature(Interpreter(model_content=data))
+    return list(signature["outputs"]) if signature else []
+
+
 def allocate(interpreter):
     """`allocate_tensors` without LiteRT's delegate note on stderr."""
     release = hold_back_fd2()
@@ -149,10 +176,12 @@ def _serving_signature(interpreter):
     if not signatures:
         return None
     key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
-    signature = signatures[key]
-    if signature.get("subgraph_index", 0) != 0:
+    try:  # a signature of another subgraph (a multi-signature file): run subgraph 0 as is
+        if interpreter._interpreter.GetSubgraphIndexFromSignature(key) != 0:  # noqa: SLF001
+            return None
+    except (AttributeError, ValueError, RuntimeError):
         return None
-    return signature
+    return signatures[key]
 
 
 def _is_quantized(detail):

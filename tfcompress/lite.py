@@ -12,28 +12,50 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
 
-from tfcompress import _litert, _rewrite, _validate
+from tfcompress import _export, _flatbuffer, _litert, _rewrite, _scoring, _validate
 from tfcompress._quiet import hold_back_fd2
 from tfcompress._wrapper import strip_for_export
 
 QUANTIZATION_MODES = (None, "float16", "dynamic", "int8")
-# Samples of representative data used to calibrate post-training int8.
-_MAX_CALIBRATION_SAMPLES = 500
 
 
-def convert(model, quantization=None, representative_data=None, int8_io=False, output_path=None):
-    """Converts a Keras model to a `.tflite` flatbuffer.
+def convert(
+    model,
+    quantization=None,
+    representative_data=None,
+    int8_io=False,
+    output_path=None,
+    rnn="auto",
+):
+    """Converts a Keras model to a `.tflite` flatbuffer (builtin TFLite ops only).
 
     Pruning and clustering wrappers are stripped first (their masks and
-    centroids baked into the weights); the fake-quant ops of a QAT model
+    centroids baked into the weights) in a copy: the model given is never
+    changed. The fake-quant ops of a QAT model
     (`tfcompress.quantization.quantize_model`) are kept, and the converter
     turns them into int8 kernels with the learned ranges.
+
+    Models of any signature convert: several inputs (a list, or a dict by
+    name), several outputs, integer inputs (token ids stay int32 in the
+    `.tflite`, also with `int8_io`). The file records the Keras order of the
+    inputs and outputs, so `predict` returns outputs as Keras does.
+
+    RNNs (LSTM, GRU, SimpleRNN, Bidirectional) convert to builtin ops: an
+    LSTM with the standard activations becomes one fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM (Bidirectional: two, a REVERSE_V2 and a
+    CONCATENATION) with the batch fixed to 1; other RNNs are unrolled over a
+    static number of steps (any batch), or loop (WHILE, batch 1, float and
+    dynamic only) when the number of steps is not fixed. With
+    `rnn="unroll"` every RNN is unrolled and the batch stays free. For "int8"
+    with fused LSTMs, both TFLite quantizers (and unrolling, when the steps
+    are fixed) are tried and the file closest to Keras on the calibration
+    data is kept: neither quantizer is reliable on the fused op alone.
 
     Args:
         model: A Sequential, functional or subclassed (built) `keras.Model`.
@@ -42,20 +64,27 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
             integer: int8 weights and activations). "int8" on a QAT model uses
             its learned ranges; on a float model it is post-training
             quantization calibrated on `representative_data`.
-        representative_data: For "int8" on a float model: a numpy array of
-            inputs (first axis = examples), or an iterable / `tf.data.Dataset`
-            of input batches (or `(x, y)` batches). Up to 500 examples are used.
-        int8_io: With "int8", make the input and output tensors int8 too (for
-            integer-only targets such as microcontrollers and NPUs).
+        representative_data: For "int8" on a float model: inputs as `predict`
+            takes them (an array; a list or dict of arrays for several
+            inputs), or an iterable / `tf.data.Dataset` of such batches (or of
+            `(x, y)` batches). Up to 500 examples are used. Checked first
+            (finite values, the inputs' shapes): the converter crashes on inf.
+        int8_io: With "int8", make the float input and output tensors int8
+            too (for integer-only targets such as microcontrollers and NPUs).
         output_path: If given, the flatbuffer is also written there.
+        rnn: "auto" or "unroll" (see above).
 
     Returns:
         The `.tflite` flatbuffer as `bytes`.
 
     Raises:
-        ValueError: for an unknown `quantization`; `int8_io` without "int8";
-            "int8" on a float model without `representative_data`;
-            representative data whose shape does not fit the model input.
+        ValueError: for an unknown `quantization` or `rnn`; `int8_io` without
+            "int8"; "int8" on a float model without `representative_data`;
+            representative data that does not fit the inputs or holds NaN /
+            inf; a model whose weights hold NaN / inf; "int8" of an RNN whose
+            number of steps is not fixed (unless it is a fusable LSTM); what
+            the converter refuses, with its reason.
+        TypeError: for a `model` that is not a `keras.Model`.
 
     Example:
 
@@ -66,6 +95,7 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
     True
     """
     _validate.check_one_of("quantization", quantization, QUANTIZATION_MODES)
+    _validate.check_one_of("rnn", rnn, _export.RNN_MODES)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"convert expects a keras.Model. Received: model={model!r} of type "
@@ -79,18 +109,16 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
         )
     if output_path is not None:
         output_path = _validate.check_output_path("output_path", output_path)
-    import tensorflow as tf
-
-    specs = _keras_input_specs(model, representative_data)
-    input_shapes = [spec.shape[1:] for spec in specs]
+    layout = _export.Layout.of(model, representative_data)
     if _rewrite.is_graph_model(model):
         model = strip_for_export(model)  # a copy: the caller's model keeps its wrappers
-    # A subclassed model is stripped in place, so it is exported as it is: its
+    # A subclassed model cannot be copied, so it is exported as it is: its
     # wrappers compute the shipped weights at inference, which the converter
     # folds into constants.
-    is_qat = _is_qat(model)
+    _validate.check_finite_weights(model, "convert")
+    plan, batch = _export.rnn_plan(model, layout, rnn)
     samples = None
-    if quantization == "int8" and not is_qat:
+    if quantization == "int8" and not _is_qat(model):
         if representative_data is None:
             raise ValueError(
                 "quantization='int8' on a float model is post-training quantization "
@@ -99,34 +127,83 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
                 "Pass representative_data=x_train[:500], or train the model with "
                 "tfcompress.quantization.quantize_model first."
             )
-        # Checked here: the converter segfaults on calibration data holding inf.
-        samples = _calibration_samples(representative_data, specs)
-
-    with tempfile.TemporaryDirectory() as tmp, _native_logs_held_back():
-        signature = [tf.TensorSpec((None,) + tuple(s), tf.float32) for s in input_shapes]
-        model.export(
-            tmp,
-            format="tf_saved_model",
-            verbose=False,
-            input_signature=signature,
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if quantization is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if samples is not None:
-            converter.representative_dataset = lambda: iter(samples)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        flatbuffer = converter.convert()
+        looping = [layer.name for layer, how in plan if how == "loop"]
+        if looping:
+            raise ValueError(
+                f"quantization='int8' needs RNNs over a fixed number of steps, but {looping} "
+                "read sequences of any length (the TFLite calibrator crashes on their "
+                "loop). Give keras.Input a fixed number of steps, or use 'dynamic'."
+            )
+        samples = _export.calibration_samples(representative_data, layout, batch)
+    with _native_logs_held_back():
+        if samples is not None and any(how == "fuse" for _, how in plan):
+            flatbuffer, variant = _best_int8_lstm(model, layout, plan, batch, samples, int8_io)
+        else:
+            flatbuffer = _export.convert_once(model, layout, plan, batch, quantization, samples, int8_io)
+            variant = None
+    metadata = {
+        "version": 1,
+        "input_structure": layout.structure,
+        "inputs": layout.names,
+        "output_structure": layout.output_structure,
+        "outputs": _output_names(flatbuffer, layout),
+        "batch_size": batch,
+        "rnn": {layer.name: how for layer, how in plan},
+        "int8_variant": variant,
+    }
+    flatbuffer = _flatbuffer.rewrite(
+        flatbuffer, metadata, unclip_lstm=quantization in (None, "float16", "dynamic")
+    )
     if output_path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
         with open(output_path, "wb") as f:
             f.write(flatbuffer)
     return flatbuffer
+
+
+def _best_int8_lstm(model, layout, plan, batch, samples, int8_io):
+    """The int8 file closest to Keras among the quantizers (and unrolling) for fused LSTMs."""
+    candidates = [("fused, legacy quantizer", plan, batch, False), ("fused", plan, batch, True)]
+    if all(how == "fuse" for _, how in plan) and all(None not in s.shape[1:] for s in layout.specs):
+        candidates.append(("unrolled", [(layer, "unroll") for layer, _ in plan], None, True))
+    check = samples[:64]
+    arrays = [np.concatenate([s[name] for s in check]) for name in layout.names]
+    expected = keras.tree.flatten(model(layout.keras_inputs(arrays), training=False))
+    best = None
+    for name, candidate, candidate_batch, new_quantizer in candidates:
+        flatbuffer = _export.convert_once(
+            model, layout, candidate, candidate_batch, "int8", samples, int8_io, new_quantizer
+        )
+        runtime = _litert.Runtime(flatbuffer, order=(layout.names, _output_names(flatbuffer, layout)))
+        got = runtime.run(arrays, 64)
+        score = min(_cosine(np.asarray(e), g) for e, g in zip(expected, got))
+        if best is None or score > best[0] + 1e-3:
+            best = (score, flatbuffer, name)
+        if score > 0.999:
+            break
+    if best[0] < 0.99:
+        warnings.warn(
+            f"The int8 file of model '{model.name}' agrees with Keras only to cosine "
+            f"{best[0]:.3f} on the calibration data (best of: {', '.join(c[0] for c in candidates)}): "
+            f"TFLite's int8 kernel of the fused LSTMs {[l.name for l, _ in plan]} loses "
+            "precision here. Give keras.Input a fixed number of steps (the LSTMs can then be "
+            "unrolled), or use quantization='dynamic'.",
+            stacklevel=3,
+        )
+    return best[1], best[2]
+
+
+def _cosine(a, b):
+    a, b = a.ravel().astype("float64"), b.ravel().astype("float64")
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def _output_names(flatbuffer, layout):
+    """The signature's output names in Keras order (`output_<i>`, or sorted dict keys)."""
+    names = list(_litert.signature_outputs(flatbuffer))
+    if layout.output_structure == "dict":
+        return sorted(names)
+    return sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))
 
 
 def predict(tflite, x, batch_size=256, num_threads=None):
@@ -206,21 +283,14 @@ def evaluate(tflite, x, y, batch_size=256, threshold=None):
     if threshold is not None:
         threshold = _validate.check_number("threshold", threshold)
     runtime, arrays = _runtime_and_inputs(tflite, x, batch_size, None)
-    n = len(arrays[0])
-    labels = _labels_per_output(y, runtime)
-    for i, label in enumerate(labels):
-        if label is not None:
-            labels[i] = _validate.check_array(_label_name(runtime, i), label, min_ndim=1)
-            _validate.check_same_length(x=arrays[0], **{_label_name(runtime, i): labels[i]})
+    names = [name for name, _ in runtime.outputs]
+    labels = _scoring.labels_per_output(y, names, arrays[0])
     outputs = runtime.run(arrays, batch_size)
-    producers = runtime.output_producers()
     scores = [
-        None
-        if label is None
-        else _accuracy(out, label, producer, threshold, _label_name(runtime, i))
-        for i, (out, label, producer) in enumerate(zip(outputs, labels, producers))
+        None if label is None else _scoring.accuracy(out, label, producer, threshold, label_name)
+        for out, (label_name, label), producer in zip(outputs, labels, runtime.output_producers())
     ]
-    return {"accuracy": runtime.structure(scores), "num_examples": n}
+    return {"accuracy": runtime.structure(scores), "num_examples": len(arrays[0])}
 
 
 def benchmark(tflite, num_threads=1, runs=200, warmup=20):
@@ -273,76 +343,15 @@ def benchmark(tflite, num_threads=1, runs=200, warmup=20):
 
 
 def _runtime_and_inputs(tflite, x, batch_size, num_threads):
-    batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
+    _validate.check_int("batch_size", batch_size, minimum=1)
     runtime = _litert.Runtime(tflite, num_threads)
+    if not runtime.ordered_inputs and not isinstance(x, dict):
+        raise ValueError(
+            f"{runtime.where} does not record the order of its {len(runtime.inputs)} inputs "
+            "(it was not written by tfcompress.lite.convert): pass x as a dict by input "
+            f"name {[name for name, _ in runtime.inputs]}."
+        )
     return runtime, _validate.check_inputs(x, runtime.input_specs())
-
-
-def _label_name(runtime, i):
-    return "y" if len(runtime.outputs) == 1 else f"y[{runtime.outputs[i][0]!r}]"
-
-
-def _labels_per_output(y, runtime):
-    names = [name for name, _ in runtime.outputs]
-    if len(names) == 1:
-        return [y]
-    if isinstance(y, dict):
-        unknown = sorted(str(k) for k in y if k not in names)
-        if unknown:
-            raise ValueError(f"y names outputs the model does not have: {unknown}. Outputs: {names}")
-        return [y.get(name) for name in names]
-    if isinstance(y, (list, tuple)) and len(y) == len(names):
-        return list(y)
-    raise ValueError(
-        f"The model has {len(names)} outputs {names}: pass y as a list of {len(names)} "
-        "label arrays in that order (None to skip an output) or a dict by output name. "
-        f"Received: a {type(y).__name__}"
-        + (f" of length {len(y)}" if isinstance(y, (list, tuple)) else "")
-    )
-
-
-def _accuracy(output, y, producer, threshold, name):
-    """Keras' accuracy of one output against its labels (see `evaluate`)."""
-    output = np.asarray(output, "float32")
-    units = output.shape[-1] if output.ndim > 1 else 1
-    sigmoid = producer == "LOGISTIC"
-    if threshold is None:
-        threshold = 0.5 if sigmoid else 0.0
-    if units == 1 or (sigmoid and y.shape == output.shape):
-        if y.size != output.size or y.shape[0] != output.shape[0]:
-            raise ValueError(
-                f"{name} has shape {y.shape}, but the output has shape {output.shape}: "
-                "pass one 0/1 label per output value."
-            )
-        _check_binary(name, y)
-        predicted = (output > threshold).reshape(y.shape)
-        return float(np.mean(predicted == (y > 0.5)))
-    if y.shape == output.shape:  # one-hot rows
-        y = np.argmax(y, axis=-1)
-    elif y.shape[1:] == output.shape[1:-1] + (1,):
-        y = y.reshape(y.shape[:-1])
-    if y.shape != output.shape[:-1]:
-        raise ValueError(
-            f"{name} has shape {y.shape}, but the output has shape {output.shape}: pass "
-            f"class ids of shape {output.shape[:-1]} or one-hot rows of shape {output.shape}."
-        )
-    if y.dtype.kind == "f" and not np.all(np.floor(y) == y):
-        raise ValueError(f"{name} holds fractions; class labels are whole numbers in [0, {units}).")
-    if y.size and (y.min() < 0 or y.max() >= units):
-        raise ValueError(
-            f"{name} holds class labels in [{y.min()}, {y.max()}], but the output has "
-            f"{units} classes: labels must be in [0, {units})."
-        )
-    return float(np.mean(np.argmax(output, axis=-1) == y))
-
-
-def _check_binary(name, y):
-    values = np.unique(y)
-    if not np.all(np.isin(values, (0, 1))):
-        raise ValueError(
-            f"{name} must hold 0/1 labels for a one-unit (binary) output. Received values "
-            f"{values[:5].tolist()}{' ...' if values.size > 5 else ''}"
-        )
 
 
 @contextlib.contextmanager
@@ -368,68 +377,3 @@ def _is_qat(model):
     return any(isinstance(l, QuantizeWrapper) for l in _rewrite.iter_layers(model))
 
 
-def _keras_input_specs(model, representative_data):
-    """`_validate.InputSpec` of each input of a Keras model (batch axis first)."""
-    if _rewrite.is_graph_model(model) and not model.built:
-        raise ValueError(
-            f"Model '{model.name}' is not built: give it a keras.Input(shape=...) or call "
-            "it once on a batch of data before converting."
-        )
-    inputs = getattr(model, "inputs", None) if _rewrite.is_graph_model(model) else None
-    if inputs:
-        return [
-            _validate.InputSpec(t.name, tuple(t.shape), t.dtype or "float32") for t in inputs
-        ]
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) == 1:
-        shape = next(iter(shapes.values()))
-        if shape is not None and shape and not isinstance(shape[0], (list, tuple, dict)):
-            return [_validate.InputSpec("inputs", tuple(shape), "float32")]
-    if isinstance(representative_data, np.ndarray) and representative_data.ndim >= 1:
-        return [_validate.InputSpec("inputs", (None,) + representative_data.shape[1:], "float32")]
-    raise ValueError(
-        f"Cannot tell the input shape of subclassed model '{model.name}'. Build it "
-        "with model.build((None, ...)) or call it once on a batch before converting."
-    )
-
-
-def _calibration_samples(data, specs):
-    """Up to 500 single examples of checked calibration inputs (one list per example)."""
-    name = "representative_data"
-    if _is_one_batch(data, specs):
-        batches = [data]
-    else:
-        try:
-            batches = iter(data)
-        except TypeError:
-            raise ValueError(
-                f"{name} must be an array of inputs, or an iterable of batches. "
-                f"Received: a {type(data).__name__}"
-            ) from None
-    samples = []
-    for batch in batches:
-        if isinstance(batch, tuple) and len(batch) in (2, 3) and not _is_one_batch(batch, specs):
-            batch = batch[0]  # an (x, y) or (x, y, sample_weight) batch
-        if len(specs) == 1 and np.ndim(batch) == len(specs[0].shape) - 1:
-            batch = np.asarray(batch)[np.newaxis]  # one example without its batch axis
-        arrays = _validate.check_inputs(batch, specs, name=name)
-        arrays = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays]
-        for i in range(len(arrays[0])):
-            samples.append([a[i : i + 1] for a in arrays])
-            if len(samples) >= _MAX_CALIBRATION_SAMPLES:
-                return samples
-    if not samples:
-        raise ValueError(f"{name} is empty: give at least one example.")
-    return samples
-
-
-def _is_one_batch(data, specs):
-    """Is `data` the inputs of one batch (rather than an iterable of batches)?"""
-    if isinstance(data, dict) or hasattr(data, "shape"):
-        return True
-    return (
-        len(specs) > 1
-        and isinstance(data, (list, tuple))
-        and len(data) == len(specs)
-        and all(hasattr(a, "shape") and len(a.shape) == len(s.shape) for a, s in zip(data, specs))
-    )

@@ -75,6 +75,11 @@ class ClusterWeights(CompressionWrapper):
         self._clusters = []
         for i, variable in enumerate(self.target_weights):
             values = keras.ops.convert_to_numpy(variable)
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"Cannot cluster weight '{variable.path}' of layer '{self.layer.name}': "
+                    "it holds NaN or infinity (did training diverge?)."
+                )
             if self.number_of_clusters > values.size:
                 raise ValueError(
                     f"number_of_clusters={self.number_of_clusters} is more than the "

@@ -1,0 +1,293 @@
+"""Checking a `.tflite` flatbuffer before anything loads it.
+
+A `.tflite` is a flatbuffer: offsets into itself, read without copying. LiteRT
+verifies that those offsets stay inside the buffer, but not what the values
+mean, and a file that passes its verifier can still crash the process when the
+interpreter allocates it: a bit flip that gives an int8 tensor the zero point
+-16512 or a negative scale, or that turns a convolution's filter into a
+"left out" input (-1), segfaults inside the XNNPACK delegate. So
+`check_model` walks the model first, in Python (where a bad offset raises
+instead of reading stray memory), with every vector length bounded by the
+file's size, and checks what the runtime trusts: tensor, buffer, operator-code
+and subgraph indices in range, inputs left out only where the operator allows
+it; shapes not negative; constant buffers exactly as large as their tensor's
+shape and type say; quantization scales finite and positive, zero points
+inside their integer type, per-channel parameters matching the channel count.
+"""
+
+import numpy as np
+
+# numpy dtype and bits per element of each TensorType name; None: no fixed size.
+TYPES = {
+    "FLOAT32": (np.float32, 32),
+    "FLOAT16": (np.float16, 16),
+    "FLOAT64": (np.float64, 64),
+    "BFLOAT16": (None, 16),
+    "INT8": (np.int8, 8),
+    "UINT8": (np.uint8, 8),
+    "INT16": (np.int16, 16),
+    "UINT16": (np.uint16, 16),
+    "INT32": (np.int32, 32),
+    "UINT32": (np.uint32, 32),
+    "INT64": (np.int64, 64),
+    "UINT64": (np.uint64, 64),
+    "BOOL": (np.bool_, 8),
+    "COMPLEX64": (np.complex64, 64),
+    "COMPLEX128": (np.complex128, 128),
+    "INT4": (None, 4),
+    "UINT4": (None, 4),
+    "INT2": (None, 2),
+    "FLOAT8_E4M3FN": (None, 8),
+    "FLOAT8_E5M2": (None, 8),
+    "STRING": (None, None),
+    "RESOURCE": (None, None),
+    "VARIANT": (None, None),
+}
+_MAX_RANK = 16
+# Which inputs an operator may leave out (tensor index -1). Elsewhere a
+# missing input is refused: the XNNPACK delegate dereferences it (a
+# DEPTHWISE_CONV_2D whose filter index was flipped to -1 segfaults).
+_OPTIONAL_INPUTS = {
+    "CONV_2D": {2},
+    "CONV_3D": {2},
+    "DEPTHWISE_CONV_2D": {2},
+    "FULLY_CONNECTED": {2},
+    "TRANSPOSE_CONV": {3},
+    "CONV_3D_TRANSPOSE": {3},
+    "SVDF": {3},
+    "RESHAPE": {1},
+}
+# Operators whose optional inputs are many (peepholes, projections, layer
+# norm, auxiliary inputs) or not known here: any input but the first.
+_MANY_OPTIONAL = frozenset(
+    {
+        "LSTM",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        "BIDIRECTIONAL_SEQUENCE_LSTM",
+        "UNIDIRECTIONAL_SEQUENCE_RNN",
+        "BIDIRECTIONAL_SEQUENCE_RNN",
+        "RNN",
+        "CUSTOM",
+    }
+)
+
+
+class CorruptModel(ValueError):
+    """The flatbuffer is not a model the runtime can safely load."""
+
+
+def schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def enum_names(enum):
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
+
+
+def check_model(data):
+    """Raises `CorruptModel` unless `data` is a TFLite model that is safe to load.
+
+    Args:
+        data: The bytes of a `.tflite` file (starting with the flatbuffer
+            root offset and the "TFL3" identifier).
+
+    Raises:
+        CorruptModel: naming the first problem found.
+    """
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise CorruptModel(
+            f"not a TFLite model (missing the 'TFL3' identifier; it starts with {bytes(data[:8])!r})"
+        )
+    try:
+        _Walk(data).model()
+    except CorruptModel:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure to read is a corrupt file
+        raise CorruptModel(
+            f"truncated or corrupted ({_qualified(type(error))} while reading the "
+            f"flatbuffer: {error})"
+        ) from None
+
+
+def _qualified(cls):
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+
+
+class _Walk:
+    """One pass over a model's tables, bounding every length by the file size."""
+
+    def __init__(self, data):
+        self.data = data
+        self.s = schema()
+        self.type_names = enum_names(self.s.TensorType)
+        self.op_names = enum_names(self.s.BuiltinOperator)
+        self.max_builtin = max(self.op_names)
+
+    def length(self, n, what, element_bytes=1):
+        if n < 0 or n * element_bytes > len(self.data):
+            raise CorruptModel(f"{what} claims {n} entries, more than the file can hold")
+        return n
+
+    def model(self):
+        s, data = self.s, self.data
+        model = s.Model.GetRootAs(data, 0)
+        n_buffers = self.length(model.BuffersLength(), "the buffer list", 4)
+        for b in range(n_buffers):
+            buffer = model.Buffers(b)
+            offset, size = buffer.Offset(), buffer.Size()
+            if offset > 1 and offset + size > len(data):
+                raise CorruptModel(
+                    f"buffer {b} lies at bytes {offset}..{offset + size}, past the end of "
+                    f"the {len(data)}-byte file"
+                )
+            self.length(buffer.DataLength(), f"buffer {b}")
+        n_codes = self.length(model.OperatorCodesLength(), "the operator-code list", 4)
+        for c in range(n_codes):
+            code = model.OperatorCodes(c)
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            if not 0 <= builtin <= self.max_builtin:
+                raise CorruptModel(f"operator code {c} is the unknown builtin {builtin}")
+        n_graphs = self.length(model.SubgraphsLength(), "the subgraph list", 4)
+        if n_graphs == 0:
+            raise CorruptModel("the model has no subgraph")
+        for g in range(n_graphs):
+            self.subgraph(model, g, n_buffers, n_codes, n_graphs)
+        for k in range(self.length(model.SignatureDefsLength(), "the signature list", 4)):
+            signature = model.SignatureDefs(k)
+            index = signature.SubgraphIndex()
+            if not 0 <= index < n_graphs:
+                raise CorruptModel(f"signature {k} names subgraph {index} of {n_graphs}")
+            graph = model.Subgraphs(index)
+            for what, get, count, allowed in (
+                ("input", signature.Inputs, signature.InputsLength, graph.InputsAsNumpy()),
+                ("output", signature.Outputs, signature.OutputsLength, graph.OutputsAsNumpy()),
+            ):
+                for i in range(self.length(count(), f"signature {k}", 4)):
+                    tensor = get(i).TensorIndex()
+                    if tensor not in allowed:
+                        raise CorruptModel(
+                            f"signature {k} names tensor {tensor} as an {what}, but it is "
+                            f"not an {what} of subgraph {index}"
+                        )
+                    get(i).Name()
+
+    def subgraph(self, model, g, n_buffers, n_codes, n_graphs):
+        s = self.s
+        graph = model.Subgraphs(g)
+        n_tensors = self.length(graph.TensorsLength(), f"subgraph {g}'s tensor list", 4)
+        for t in range(n_tensors):
+            self.tensor(model, graph.Tensors(t), f"tensor {t} of subgraph {g}", n_buffers)
+        for name, count, get in (
+            ("inputs", graph.InputsLength, graph.Inputs),
+            ("outputs", graph.OutputsLength, graph.Outputs),
+        ):
+            for i in range(self.length(count(), f"subgraph {g}'s {name}", 4)):
+                self.index(get(i), n_tensors, f"subgraph {g}'s {name}")
+        for o in range(self.length(graph.OperatorsLength(), f"subgraph {g}'s operator list", 4)):
+            op = graph.Operators(o)
+            if not 0 <= op.OpcodeIndex() < n_codes:
+                raise CorruptModel(
+                    f"operator {o} of subgraph {g} uses operator code {op.OpcodeIndex()} of {n_codes}"
+                )
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = self.op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+            where = f"operator {o} ({name}) of subgraph {g}"
+            many = name in _MANY_OPTIONAL
+            optional = _OPTIONAL_INPUTS.get(name, set())
+            for i in range(self.length(op.InputsLength(), where, 4)):
+                index = op.Inputs(i)
+                if index == -1 and (i in optional or (many and i > 0)):
+                    continue  # an optional input left out
+                self.index(index, n_tensors, f"{where} input {i}")
+            for i in range(self.length(op.OutputsLength(), where, 4)):
+                self.index(op.Outputs(i), n_tensors, f"{where} output {i}", -1 if many else 0)
+            for i in range(self.length(op.IntermediatesLength(), where, 4)):
+                self.index(op.Intermediates(i), n_tensors, f"{where} intermediate {i}", -1)
+            self.control_flow(op, where, n_graphs)
+
+    def control_flow(self, op, where, n_graphs):
+        s = self.s
+        kind, table = op.BuiltinOptionsType(), op.BuiltinOptions()
+        if table is None:
+            return
+        fields = {
+            s.BuiltinOptions.WhileOptions: (s.WhileOptions, ("CondSubgraphIndex", "BodySubgraphIndex")),
+            s.BuiltinOptions.IfOptions: (s.IfOptions, ("ThenSubgraphIndex", "ElseSubgraphIndex")),
+            s.BuiltinOptions.CallOnceOptions: (s.CallOnceOptions, ("InitSubgraphIndex",)),
+        }.get(kind)
+        if fields is None:
+            return
+        options = fields[0]()
+        options.Init(table.Bytes, table.Pos)
+        for field in fields[1]:
+            self.index(getattr(options, field)(), n_graphs, f"{where} ({field})")
+
+    def tensor(self, model, tensor, where, n_buffers):
+        type_name = self.type_names.get(tensor.Type())
+        if type_name is None:
+            raise CorruptModel(f"{where} has the unknown type {tensor.Type()}")
+        rank = self.length(tensor.ShapeLength(), f"{where}'s shape", 4)
+        if rank > _MAX_RANK:
+            raise CorruptModel(f"{where} has rank {rank} (at most {_MAX_RANK})")
+        shape = [int(d) for d in tensor.ShapeAsNumpy()] if rank else []
+        if any(d < 0 for d in shape):
+            raise CorruptModel(f"{where} has the negative shape {shape}")
+        signature = self.length(tensor.ShapeSignatureLength(), f"{where}'s shape signature", 4)
+        if signature and (signature != rank or any(d < -1 for d in tensor.ShapeSignatureAsNumpy())):
+            raise CorruptModel(f"{where} has a shape signature that does not fit its shape {shape}")
+        tensor.Name()
+        index = tensor.Buffer()
+        self.index(index, n_buffers, f"{where}'s buffer")
+        self.quantization(tensor, type_name, shape, where)
+        if index and tensor.Sparsity() is None:
+            self.constant_size(model.Buffers(index), type_name, shape, where)
+
+    def constant_size(self, buffer, type_name, shape, where):
+        size = buffer.Size() if buffer.Offset() > 1 else buffer.DataLength()
+        bits = TYPES[type_name][1]
+        if size == 0 or bits is None:
+            return
+        expected = -(-int(np.prod(shape, dtype=np.float64)) * bits // 8)
+        if size != expected:
+            raise CorruptModel(
+                f"{where} of shape {shape} and type {type_name} needs {expected} bytes of "
+                f"data but its buffer holds {size}"
+            )
+
+    def quantization(self, tensor, type_name, shape, where):
+        quant = tensor.Quantization()
+        if quant is None:
+            return
+        n_scale = self.length(quant.ScaleLength(), f"{where}'s scales", 4)
+        n_zero = self.length(quant.ZeroPointLength(), f"{where}'s zero points", 8)
+        self.length(quant.MinLength(), f"{where}'s min", 4)
+        self.length(quant.MaxLength(), f"{where}'s max", 4)
+        if n_scale:
+            scale = quant.ScaleAsNumpy()
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise CorruptModel(f"{where} has quantization scales that are not finite and > 0: {scale[:8]}")
+        if n_zero:
+            if n_scale and n_zero != n_scale:
+                raise CorruptModel(f"{where} has {n_scale} scales but {n_zero} zero points")
+            dtype = TYPES[type_name][0]
+            if dtype is not None and np.issubdtype(dtype, np.integer):
+                info = np.iinfo(dtype)
+                zero = quant.ZeroPointAsNumpy()
+                if np.any(zero < info.min) or np.any(zero > info.max):
+                    raise CorruptModel(
+                        f"{where} ({type_name}) has zero points outside [{info.min}, {info.max}]: {zero[:8]}"
+                    )
+        if n_scale > 1:
+            axis = quant.QuantizedDimension()
+            if not 0 <= axis < len(shape) or shape[axis] != n_scale:
+                raise CorruptModel(
+                    f"{where} of shape {shape} has {n_scale} per-channel scales along "
+                    f"axis {axis}"
+                )
+
+    @staticmethod
+    def index(value, count, where, low=0):
+        if not low <= value < count:
+            raise CorruptModel(f"{where} refers to index {value}, outside [0, {count})")
