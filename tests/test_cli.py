@@ -73,6 +73,34 @@ def test_inspect_a_keras_file(saved_model, capsys):
 # Every failure of the command (one line, status 2) is in test_bad_input.py.
 
 
+def test_two_input_model_and_lstm_through_convert_inspect_bench(tmp_path, capsys):
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    feats = keras.Input((6, 3), name="feats")
+    steps = layers.Concatenate()([layers.Embedding(20, 4)(ids), feats])
+    hidden = layers.LSTM(8)(steps)
+    model = keras.Model([ids, feats], [layers.Dense(2)(hidden), layers.Dense(1)(hidden)])
+    model_path = str(tmp_path / "two.keras")
+    model.save(model_path)
+    rng = np.random.default_rng(0)
+    calibration = str(tmp_path / "calibration.npz")
+    np.savez(calibration, ids=rng.integers(0, 20, (16, 6)), feats=rng.random((16, 6, 3)))
+    out = str(tmp_path / "two.tflite")
+    status, stdout, stderr = run(
+        capsys, "convert", model_path, "-o", out, "--quantization", "int8", "--calibration", calibration
+    )
+    assert status == 0, stderr
+    status, stdout, _ = run(capsys, "inspect", out)
+    assert status == 0 and "int8" in stdout
+    status, stdout, _ = run(capsys, "bench", out, "--runs", "5")
+    assert status == 0 and "5 runs" in stdout
+    unrolled = str(tmp_path / "unrolled.tflite")
+    assert run(capsys, "convert", model_path, "-o", unrolled, "--rnn", "unroll")[0] == 0
+    status, _, stderr = run(capsys, "convert", model_path, "-o", unrolled, "--rnn", "fast")
+    assert status == 2 and "--rnn must be one of ['auto', 'unroll']. Received: --rnn='fast'" in stderr
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tfcompress", "bench", str(tmp_path / "nope.tflite")],

@@ -30,9 +30,12 @@ L = keras.layers
 
 @pytest.fixture(scope="module")
 def corpus():
-    """Flatbuffers of a small CNN: float, dynamic-range and full int8."""
+    """`{name: (flatbuffer, inputs)}`: a small CNN (float, dynamic-range, int8), an
+    LSTM (a fused op with state, float and int8) and a two-input two-output model
+    (int32 token ids, int8); and the CNN with its inputs."""
+    rng = np.random.default_rng(0)
     keras.utils.set_random_seed(3)
-    model = keras.Sequential(
+    cnn = keras.Sequential(
         [
             keras.Input((6, 6, 1)),
             L.Conv2D(4, 3, activation="relu"),
@@ -41,13 +44,23 @@ def corpus():
             L.Dense(10, activation="softmax"),
         ]
     )
-    x = np.random.default_rng(0).random((16, 6, 6, 1)).astype("float32")
+    x = rng.random((16, 6, 6, 1)).astype("float32")
+    steps = keras.Input((5, 3))
+    lstm = keras.Model(steps, L.Dense(2)(L.LSTM(4)(steps)))
+    sequences = rng.standard_normal((16, 5, 3)).astype("float32")
+    ids, feats = keras.Input((4,), dtype="int32", name="ids"), keras.Input((3,), name="feats")
+    hidden = L.Concatenate()([L.Flatten()(L.Embedding(9, 2)(ids)), feats])
+    two = keras.Model([ids, feats], [L.Dense(3)(hidden), L.Dense(1, activation="sigmoid")(hidden)])
+    pair = [rng.integers(0, 9, (16, 4)), rng.random((16, 3)).astype("float32")]
     files = {
-        "float": lite.convert(model),
-        "dynamic": lite.convert(model, "dynamic"),
-        "int8": lite.convert(model, "int8", representative_data=x),
+        "cnn float": (lite.convert(cnn), x),
+        "cnn dynamic": (lite.convert(cnn, "dynamic"), x),
+        "cnn int8": (lite.convert(cnn, "int8", representative_data=x), x),
+        "lstm float": (lite.convert(lstm), sequences),
+        "lstm int8": (lite.convert(lstm, "int8", representative_data=sequences), sequences),
+        "two inputs int8": (lite.convert(two, "int8", representative_data=pair), pair),
     }
-    return model, files, x
+    return cnn, files, x
 
 
 def mutate(data, rng, kind):
@@ -72,7 +85,7 @@ def mutate(data, rng, kind):
 KINDS = ("truncate", "flip", "bytes", "word")
 
 
-def _file_cases(files, x, folder, progress, results):
+def _file_cases(files, folder, progress, results):
     """Runs in the child: every case through summarize, predict and inspect."""
     rng = np.random.default_rng(SEED)
     unexpected, outcomes = [], {"refused": 0, "accepted": 0}
@@ -80,14 +93,14 @@ def _file_cases(files, x, folder, progress, results):
     for case in range(CASES):
         name = sorted(files)[case % len(files)]
         kind = KINDS[case % len(KINDS)]
-        data = mutate(files[name], rng, kind)
+        data, x = mutate(files[name][0], rng, kind), files[name][1]
         with open(progress, "w") as f:
             f.write(f"case {case}: {kind} of the {name} file")
         with open(path, "wb") as f:
             f.write(data)
         for step, call in (
             ("summarize", lambda: report.summarize(data)),
-            ("predict", lambda: lite.predict(data, x[:3])),
+            ("predict", lambda: lite.predict(data, _first(x, 3))),
             ("inspect", lambda: _inspect(path)),
         ):
             try:
@@ -101,13 +114,22 @@ def _file_cases(files, x, folder, progress, results):
                 unexpected.append(f"case {case} ({kind} of {name}) {step}: {type(error).__name__}: {error}")
                 continue
             outcomes["accepted"] += 1
-            if step == "predict" and (result.shape != (3, 10) or not np.all(np.isfinite(result))):
-                # A corrupted weight may change the answer (nothing can tell), but
-                # the answer must still be the model's shape.
-                if result.shape != (3, 10):
-                    unexpected.append(f"case {case} predict: shape {result.shape}")
+            # A corrupted weight may change the answer (nothing can tell), but
+            # every output must still have one row per example.
+            if step == "predict" and any(len(out) != 3 for out in _outputs(result)):
+                unexpected.append(f"case {case} predict: shapes {[o.shape for o in _outputs(result)]}")
     with open(results, "w") as f:
         json.dump({"unexpected": unexpected, **outcomes}, f)
+
+
+def _first(x, n):
+    return [a[:n] for a in x] if isinstance(x, list) else x[:n]
+
+
+def _outputs(result):
+    if isinstance(result, dict):
+        return list(result.values())
+    return result if isinstance(result, list) else [result]
 
 
 def _inspect(path):
@@ -125,7 +147,7 @@ def _inspect(path):
 
 
 def test_corrupted_files_are_refused_or_read_never_crash(corpus, tmp_path):
-    _, files, x = corpus
+    _, files, _ = corpus
     progress, results = str(tmp_path / "progress"), str(tmp_path / "results.json")
     # The child must not run finalizers of TensorFlow objects the parent made
     # (its runtime threads do not survive fork): the garbage collector leaves
@@ -140,7 +162,7 @@ def test_corrupted_files_are_refused_or_read_never_crash(corpus, tmp_path):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            _file_cases(files, x, str(tmp_path), progress, results)
+            _file_cases(files, str(tmp_path), progress, results)
             code = 0
         finally:
             os._exit(code)
@@ -187,7 +209,7 @@ def test_random_arrays_through_predict_and_evaluate(corpus):
     for case in range(CASES):
         x = random_array(rng, (int(rng.integers(1, 6)), 6, 6, 1))
         y = random_array(rng, (len(x) if np.ndim(x) else 1,))
-        flatbuffer = files[sorted(files)[case % len(files)]]
+        flatbuffer = files[("cnn float", "cnn dynamic", "cnn int8")[case % 3]][0]
         for call in (lambda: lite.predict(flatbuffer, x), lambda: lite.evaluate(flatbuffer, x, y)):
             try:
                 result = call()

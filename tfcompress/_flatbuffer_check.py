@@ -174,17 +174,24 @@ class _Walk:
                     get(i).Name()
 
     def subgraph(self, model, g, n_buffers, n_codes, n_graphs):
-        s = self.s
         graph = model.Subgraphs(g)
         n_tensors = self.length(graph.TensorsLength(), f"subgraph {g}'s tensor list", 4)
+        # Per tensor: its type name, and whether it holds data before any op runs.
+        types, ready = [], set()
         for t in range(n_tensors):
-            self.tensor(model, graph.Tensors(t), f"tensor {t} of subgraph {g}", n_buffers)
-        for name, count, get in (
-            ("inputs", graph.InputsLength, graph.Inputs),
-            ("outputs", graph.OutputsLength, graph.Outputs),
-        ):
-            for i in range(self.length(count(), f"subgraph {g}'s {name}", 4)):
-                self.index(get(i), n_tensors, f"subgraph {g}'s {name}")
+            tensor = graph.Tensors(t)
+            types.append(self.tensor(model, tensor, f"tensor {t} of subgraph {g}", n_buffers))
+            if tensor.IsVariable() or (tensor.Buffer() and _holds_data(model.Buffers(tensor.Buffer()))):
+                ready.add(t)
+        inputs = set()
+        for i in range(self.length(graph.InputsLength(), f"subgraph {g}'s inputs", 4)):
+            self.index(graph.Inputs(i), n_tensors, f"subgraph {g}'s inputs")
+            inputs.add(graph.Inputs(i))
+        outputs = []
+        for i in range(self.length(graph.OutputsLength(), f"subgraph {g}'s outputs", 4)):
+            self.index(graph.Outputs(i), n_tensors, f"subgraph {g}'s outputs")
+            outputs.append(graph.Outputs(i))
+        flow = _DataFlow(g, types, ready, inputs)
         for o in range(self.length(graph.OperatorsLength(), f"subgraph {g}'s operator list", 4)):
             op = graph.Operators(o)
             if not 0 <= op.OpcodeIndex() < n_codes:
@@ -206,6 +213,8 @@ class _Walk:
             for i in range(self.length(op.IntermediatesLength(), where, 4)):
                 self.index(op.Intermediates(i), n_tensors, f"{where} intermediate {i}", -1)
             self.control_flow(op, where, n_graphs)
+            flow.operator(op, name, where)
+        flow.finish(outputs)
 
     def control_flow(self, op, where, n_graphs):
         s = self.s
@@ -243,6 +252,7 @@ class _Walk:
         self.quantization(tensor, type_name, shape, where)
         if index and tensor.Sparsity() is None:
             self.constant_size(model.Buffers(index), type_name, shape, where)
+        return type_name
 
     def constant_size(self, buffer, type_name, shape, where):
         size = buffer.Size() if buffer.Offset() > 1 else buffer.DataLength()
@@ -291,3 +301,73 @@ class _Walk:
     def index(value, count, where, low=0):
         if not low <= value < count:
             raise CorruptModel(f"{where} refers to index {value}, outside [0, {count})")
+
+
+def _holds_data(buffer):
+    return (buffer.Offset() > 1 and buffer.Size() > 0) or buffer.DataLength() > 0
+
+
+# Operators whose first input and first output have one type (a float model
+# or an int8 one end to end); a flipped index that feeds them a tensor of
+# another type makes the kernel read past its buffer.
+_SAME_TYPE = frozenset(
+    """ABS ADD AVERAGE_POOL_2D BATCH_MATMUL CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE
+    DIV ELU EXP EXPAND_DIMS FULLY_CONNECTED GELU HARD_SWISH L2_NORMALIZATION LEAKY_RELU LOG
+    LOGISTIC MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD MUL NEG PACK PAD PADV2 REDUCE_MAX
+    REDUCE_MIN RELU RELU6 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR
+    REVERSE_V2 RSQRT SLICE SOFTMAX SPACE_TO_DEPTH SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE
+    STRIDED_SLICE SUB SUM TANH TILE TRANSPOSE UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK""".split()
+)
+# Of those, the ones whose second input is data of the same type too.
+_SAME_TYPE_BINARY = frozenset(
+    "ADD DIV MAXIMUM MINIMUM MUL SQUARED_DIFFERENCE SUB".split()
+)
+
+
+class _DataFlow:
+    """Follows one subgraph in execution order: what each operator reads and writes.
+
+    An operator may read only tensors that hold data when it runs (inputs,
+    constants, variables, outputs of earlier operators) and may write only
+    tensors nothing else writes; the main arithmetic operators keep their
+    input's type. A flipped index that breaks this makes the interpreter
+    write into a model input or read a tensor of another size.
+    """
+
+    def __init__(self, g, types, ready, inputs):
+        self.g, self.types, self.inputs = g, types, inputs
+        self.ready = set(ready) | set(inputs)
+        self.writer = {}
+
+    def operator(self, op, name, where):
+        reads = [op.Inputs(i) for i in range(op.InputsLength())]
+        for i, t in enumerate(reads):
+            if t >= 0 and t not in self.ready:
+                raise CorruptModel(f"{where} input {i} reads tensor {t}, which nothing writes before it")
+        for i in range(op.OutputsLength()):
+            t = op.Outputs(i)
+            if t < 0:
+                continue
+            if t in self.inputs or t in self.writer or (t in self.ready and name != "ASSIGN_VARIABLE"):
+                what = (
+                    "a model input" if t in self.inputs
+                    else f"also written by operator {self.writer[t]}" if t in self.writer
+                    else "a constant"
+                )
+                raise CorruptModel(f"{where} output {i} writes tensor {t}, {what}")
+            self.writer[t] = where
+            self.ready.add(t)
+        if name in _SAME_TYPE and reads and reads[0] >= 0 and op.OutputsLength():
+            checked = reads[:2] if name in _SAME_TYPE_BINARY else reads[:1]
+            out = op.Outputs(0)
+            for i, t in enumerate(checked):
+                if t >= 0 and out >= 0 and self.types[t] != self.types[out]:
+                    raise CorruptModel(
+                        f"{where} reads tensor {t} ({self.types[t]}) as input {i} but writes "
+                        f"tensor {out} ({self.types[out]}): the types must match"
+                    )
+
+    def finish(self, outputs):
+        for t in outputs:
+            if t not in self.ready:
+                raise CorruptModel(f"subgraph {self.g}'s output tensor {t} is never written")

@@ -51,15 +51,15 @@ def check_number(name, value, minimum=None, maximum=None, exclusive_minimum=Fals
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number. Received: {name}={value!r}")
-    value = float(value)
-    if not np.isfinite(value):
+    number = float(value)
+    if not np.isfinite(number):
         raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
-    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+    if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
         bound = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
         raise ValueError(f"{name} must be {bound}. Received: {name}={value!r}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         raise ValueError(f"{name} must be <= {maximum}. Received: {name}={value!r}")
-    return value
+    return number
 
 
 def check_fraction(name, value, upper_inclusive=False):

@@ -1,6 +1,7 @@
 """The `tfcompress` command: convert, inspect, bench and demo.
 
-    tfcompress convert MODEL.keras -o OUT.tflite [--quantization int8 --calibration X.npy] [--int8-io]
+    tfcompress convert MODEL.keras -o OUT.tflite [--quantization int8 --calibration X.npy|X.npz]
+                       [--int8-io] [--rnn auto|unroll]
     tfcompress inspect FILE            (.keras or .tflite: the compression report)
     tfcompress bench FILE.tflite [--threads N] [--runs N]
     tfcompress demo [--out DIR] [--quick]
@@ -58,6 +59,11 @@ def build_parser():
     convert.add_argument(
         "--int8-io", action="store_true", help="int8 input/output tensors (with int8)"
     )
+    convert.add_argument(
+        "--rnn",
+        default="auto",
+        help="auto (fused LSTMs, batch 1) or unroll (every RNN unrolled, any batch)",
+    )
 
     inspect = add("inspect", "compression report of a .keras or .tflite")
     inspect.add_argument("file", help="a .keras or .tflite file")
@@ -102,9 +108,12 @@ def _convert(args):
 
     _validate.check_file("MODEL", args.model, (".keras",))
     quantization = _validate.check_one_of("--quantization", args.quantization, QUANTIZATION_CHOICES)
+    rnn = _validate.check_one_of("--rnn", args.rnn, ("auto", "unroll"))
     calibration = None
     if args.calibration:
         calibration = _validate.load_npy(args.calibration, "--calibration")
+        if isinstance(calibration, dict) and len(calibration) == 1:
+            calibration = next(iter(calibration.values()))  # one input, whatever its key
     model = _validate.load_keras_model(args.model, "MODEL")
     from tfcompress import lite
 
@@ -114,6 +123,7 @@ def _convert(args):
         representative_data=calibration,
         int8_io=args.int8_io,
         output_path=args.output,
+        rnn=rnn,
     )
     print(f"wrote {args.output} ({len(flatbuffer):,} bytes, {args.quantization})")
 

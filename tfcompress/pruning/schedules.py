@@ -164,7 +164,10 @@ class PolynomialDecay(PruningSchedule):
                 f"pruning. Received: initial_sparsity={initial_sparsity!r}, "
                 f"final_sparsity={final_sparsity!r}"
             )
-        self.power = check_number("power", power, minimum=0, exclusive_minimum=True)
+        try:
+            self.power = check_number("power", power, minimum=0, exclusive_minimum=True)
+        except ValueError:  # nan and inf too: not a usable exponent
+            raise ValueError(f"power must be a number > 0. Received: power={power!r}") from None
 
     def sparsity(self, step):
         step = ops.cast(step, "float32")
