@@ -51,7 +51,7 @@ class Layout:
     def of(cls, model, representative_data=None):
         """The layout of a built Keras model (see `_validate.InputSpec`)."""
         if _rewrite.is_graph_model(model):
-            _validate_built(model)
+            _validate.check_built(model, "convert")
             struct = model.inputs if isinstance(model, keras.Sequential) else model.input
             outputs = model.outputs if isinstance(model, keras.Sequential) else model.output
             if isinstance(struct, dict):
@@ -102,18 +102,6 @@ class Layout:
         if self.structure == "dict":
             return dict(zip(self.names, arrays))
         return list(arrays) if self.structure == "list" else arrays[0]
-
-
-def _validate_built(model):
-    try:
-        built = model.built and bool(model.inputs)
-    except AttributeError:
-        built = False
-    if not built:
-        raise ValueError(
-            f"Model '{model.name}' is not built: give it a keras.Input(shape=...) or call "
-            "it once on a batch of data before converting."
-        )
 
 
 def _spec(name, tensor):

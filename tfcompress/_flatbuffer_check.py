@@ -176,13 +176,15 @@ class _Walk:
     def subgraph(self, model, g, n_buffers, n_codes, n_graphs):
         graph = model.Subgraphs(g)
         n_tensors = self.length(graph.TensorsLength(), f"subgraph {g}'s tensor list", 4)
-        # Per tensor: its type name, and whether it holds data before any op runs.
-        types, ready = [], set()
+        # Per tensor: its type name; constants and variables hold data before any op runs.
+        types, constants, variables = [], set(), set()
         for t in range(n_tensors):
             tensor = graph.Tensors(t)
             types.append(self.tensor(model, tensor, f"tensor {t} of subgraph {g}", n_buffers))
-            if tensor.IsVariable() or (tensor.Buffer() and _holds_data(model.Buffers(tensor.Buffer()))):
-                ready.add(t)
+            if tensor.Buffer() and _holds_data(model.Buffers(tensor.Buffer())):
+                constants.add(t)
+            elif tensor.IsVariable():
+                variables.add(t)
         inputs = set()
         for i in range(self.length(graph.InputsLength(), f"subgraph {g}'s inputs", 4)):
             self.index(graph.Inputs(i), n_tensors, f"subgraph {g}'s inputs")
@@ -191,7 +193,7 @@ class _Walk:
         for i in range(self.length(graph.OutputsLength(), f"subgraph {g}'s outputs", 4)):
             self.index(graph.Outputs(i), n_tensors, f"subgraph {g}'s outputs")
             outputs.append(graph.Outputs(i))
-        flow = _DataFlow(g, types, ready, inputs)
+        flow = _DataFlow(g, types, constants, variables, inputs)
         for o in range(self.length(graph.OperatorsLength(), f"subgraph {g}'s operator list", 4)):
             op = graph.Operators(o)
             if not 0 <= op.OpcodeIndex() < n_codes:
@@ -328,15 +330,16 @@ class _DataFlow:
     """Follows one subgraph in execution order: what each operator reads and writes.
 
     An operator may read only tensors that hold data when it runs (inputs,
-    constants, variables, outputs of earlier operators) and may write only
-    tensors nothing else writes; the main arithmetic operators keep their
+    constants, variables, outputs of earlier operators) and may write neither
+    a model input, nor a constant, nor a tensor another operator writes
+    (variables it may: an LSTM's state); the main arithmetic operators keep their
     input's type. A flipped index that breaks this makes the interpreter
     write into a model input or read a tensor of another size.
     """
 
-    def __init__(self, g, types, ready, inputs):
-        self.g, self.types, self.inputs = g, types, inputs
-        self.ready = set(ready) | set(inputs)
+    def __init__(self, g, types, constants, variables, inputs):
+        self.g, self.types, self.inputs, self.constants = g, types, inputs, constants
+        self.ready = set(constants) | set(variables) | set(inputs)
         self.writer = {}
 
     def operator(self, op, name, where):
@@ -348,7 +351,7 @@ class _DataFlow:
             t = op.Outputs(i)
             if t < 0:
                 continue
-            if t in self.inputs or t in self.writer or (t in self.ready and name != "ASSIGN_VARIABLE"):
+            if t in self.inputs or t in self.writer or t in self.constants:
                 what = (
                     "a model input" if t in self.inputs
                     else f"also written by operator {self.writer[t]}" if t in self.writer

@@ -15,7 +15,7 @@ import warnings
 
 import keras
 
-from tfcompress import _layers
+from tfcompress import _layers, _validate
 
 
 def is_graph_model(model):
@@ -275,26 +275,8 @@ def _describe(settings):
     return repr(settings)
 
 
-def check_built(model):
-    """Raises ValueError unless a Sequential / functional `model` is built with inputs.
-
-    (Keras itself raises AttributeError from `model.inputs` for an unbuilt
-    Sequential.)
-    """
-    try:
-        built = model.built and bool(model.inputs)
-    except AttributeError:
-        built = False
-    if not built:
-        raise ValueError(
-            f"Model '{model.name}' is not built, so its layers have no weights to "
-            "compress. Give it an `keras.Input(shape=...)` or call it once on a "
-            "batch of data first."
-        )
-
-
 def _map_graph_model(model, fn):
-    check_built(model)
+    _validate.check_built(model, "compress")
     # First a plain copy holding the trained weights, then a second pass that
     # hands those built, weight-carrying layers to `fn`.
     copy = keras.models.clone_model(model, recursive=True)

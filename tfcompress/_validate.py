@@ -216,6 +216,24 @@ def check_finite_weights(model, doing):
         )
 
 
+def check_built(model, doing):
+    """Raises ValueError unless `model` is built (a graph model: with its inputs).
+
+    Keras itself raises AttributeError from `model.inputs` of an unbuilt
+    Sequential; `doing` says what needed the weights ("compress", ...).
+    """
+    graph = any(cls.__name__ in ("Functional", "Sequential") for cls in type(model).__mro__)
+    try:
+        built = model.built and (bool(model.inputs) if graph else True)
+    except AttributeError:
+        built = False
+    if not built:
+        raise ValueError(
+            f"Model '{model.name}' is not built, so it has no weights to {doing}. Give it a "
+            "keras.Input(shape=...) or call it once on a batch of data first."
+        )
+
+
 def check_int_pair(name, value, minimum=1):
     """Returns `value` as a tuple of two ints >= `minimum`; raises ValueError otherwise.
 
@@ -353,6 +371,7 @@ __all__ = [
     "InputSpec",
     "check_array",
     "check_bool",
+    "check_built",
     "check_file",
     "check_finite_weights",
     "check_fraction",

@@ -360,13 +360,19 @@ def _native_logs_held_back():
 
     Their C++ layers log a few dozen lines per conversion, written straight to
     the process' stderr where `TF_CPP_MIN_LOG_LEVEL` set after TensorFlow's
-    import cannot silence them. The lines are shown only if conversion fails.
+    import cannot silence them. If conversion fails, the error says why (the
+    converter's reason is in its message) and carries the log as a note, shown
+    with its traceback (`tfcompress --debug`), so the CLI keeps its one line.
     """
     release = hold_back_fd2()
     try:
         yield
-    except BaseException:
-        sys.stderr.write(release())
+    except BaseException as error:
+        log = release().strip()
+        if log and hasattr(error, "add_note"):  # Python 3.11+
+            error.add_note(f"TensorFlow's log of the conversion:\n{log}")
+        elif log:
+            sys.stderr.write(log + "\n")
         raise
     release()
 

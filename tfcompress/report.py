@@ -212,10 +212,7 @@ def summarize(obj):
     """
     if isinstance(obj, keras.Model):
         if not obj.built:
-            raise ValueError(
-                f"Model '{obj.name}' is not built, so it has no weights to report: give it a "
-                "keras.Input(shape=...) or call it once on a batch of data first."
-            )
+            _validate.check_built(obj, "report")
         return _from_tensors("keras", keras_weights(obj))
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras"):
         return _from_tensors("keras", keras_weights(_validate.load_keras_model(obj, "obj")))

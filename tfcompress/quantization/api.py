@@ -156,7 +156,7 @@ def _check_graph_model(model, fn_name):
             f"{type(model).__name__}: rebuild it with the functional API "
             "(keras.Model(inputs, outputs)) to quantize it."
         )
-    _rewrite.check_built(model)
+    _validate.check_built(model, "quantize")
 
 
 def _quantize(model, mode, preserve_sparsity, preserve_clusters):
