@@ -210,7 +210,7 @@ SCHEDULES = [
     ("poly_power_nan", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, 10, power=NAN), ValueError, r"power must be a number > 0. Received: power=nan"),
     ("poly_power_inf", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, 10, power=INF), ValueError, r"power must be a number > 0. Received: power=inf"),
     ("poly_power_0", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, 10, power=0), ValueError, r"power must be a number > 0. Received: power=0"),
-    ("poly_power_negative", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, 10, power=-2), ValueError, r"power must be > 0"),
+    ("poly_power_negative", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, 10, power=-2), ValueError, r"power must be a number > 0. Received: power=-2"),
     ("poly_power_str", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, 10, power="3"), ValueError, r"power must be a number > 0. Received: power='3'"),
     ("poly_decreasing", lambda: tfcompress.PolynomialDecay(0.8, 0.2, 0, 10), ValueError, r"final_sparsity must be >= initial_sparsity.*initial_sparsity=0.8, final_sparsity=0.2"),
     ("poly_no_end", lambda: tfcompress.PolynomialDecay(0.0, 0.5, 0, -1), ValueError, r"needs an end_step.*end_step=-1"),
@@ -295,6 +295,14 @@ def _distiller(student=None, teacher=None, **compile_args):
     return distiller
 
 
+def _teacher_fed_the_students_input():
+    """A subclassed student (input shape unknown until called) that reads 5 features."""
+    distiller = tfcompress.Distiller(Subclassed(), dense_model(4, 2))
+    distiller.compile(temperature=2.0)
+    x = np.ones((2, 5), "float32")
+    return distiller.compute_loss(x=x, y=None, y_pred=distiller.student(x))
+
+
 DISTILLATION = [
     ("student_not_a_model", lambda: tfcompress.Distiller(42, dense_model()), TypeError, r"student must be a keras.Model. Received: student=42"),
     ("teacher_unbuilt", lambda: tfcompress.Distiller(dense_model(), unbuilt()), ValueError, r"teacher must be a built"),
@@ -306,6 +314,7 @@ DISTILLATION = [
     ("temperature_nan", lambda: _distiller(temperature=NAN), ValueError, r"temperature must be a finite number. Received: temperature=nan"),
     ("temperature_str", lambda: _distiller(temperature="3"), ValueError, r"temperature must be a number. Received: temperature='3'"),
     ("loss_argument", lambda: _distiller(loss="mse"), TypeError, r"instead of `loss`"),
+    ("teacher_call", _teacher_fed_the_students_input, ValueError, r"The teacher 'sequential.*' cannot take the student's input \[\(2, 5\)\]"),
 ]
 
 DATASETS = [

@@ -25,6 +25,8 @@ __all__ = [
 # Operators that only move values or convert types: the output's meaning is
 # decided by the op before them.
 _TRANSPARENT_OPS = ("DEQUANTIZE", "QUANTIZE", "RESHAPE", "SQUEEZE", "CAST", "IDENTITY")
+# INT4 weights (two per byte in the file) are read as int8 values of this dtype.
+INT4 = np.dtype(np.int8, metadata={"stored_bits": 4})
 
 
 def constant_tensors(data):
@@ -32,8 +34,9 @@ def constant_tensors(data):
 
     Constant tensors are those whose buffer holds data; each buffer is listed
     once. For quantized tensors the zero value is the (common) zero point, so
-    sparsity counts real zeros. Types numpy cannot hold (int4, bfloat16) are
-    skipped.
+    sparsity counts real zeros. INT4 tensors come unpacked, as int8 values
+    whose dtype carries `metadata={"stored_bits": 4}`; other types numpy
+    cannot hold (bfloat16, float8) are skipped.
 
     Args:
         data: The bytes of a `.tflite` file that passed `check_model`.
@@ -47,7 +50,8 @@ def constant_tensors(data):
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
             index = tensor.Buffer()
-            dtype = TYPES.get(names.get(tensor.Type()), (None, None))[0]
+            type_name = names.get(tensor.Type())
+            dtype = INT4 if type_name == "INT4" else TYPES.get(type_name, (None, None))[0]
             if index == 0 or index in seen or dtype is None or tensor.Sparsity() is not None:
                 continue
             buffer = model.Buffers(index)
@@ -59,7 +63,10 @@ def constant_tensors(data):
                 continue
             seen.add(index)
             shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            values = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            if dtype is INT4:
+                values = _unpack_int4(raw, int(np.prod(shape))).astype(INT4).reshape(shape)
+            else:
+                values = np.frombuffer(raw, dtype=dtype).reshape(shape)
             zero = 0
             quant = tensor.Quantization()
             if quant is not None and quant.ZeroPointLength():
@@ -70,6 +77,13 @@ def constant_tensors(data):
             name = tensor.Name().decode("utf-8", "replace").split(";")[0]
             result.append((name, values, zero))
     return result
+
+
+def _unpack_int4(raw, size):
+    """Packed INT4 (low nibble first, two's complement) -> `size` int8 values."""
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:size]
+    return (nibbles.astype(np.int8) ^ 8) - 8  # 0..15 -> -8..7
 
 
 def output_producers(data, output_indices):

@@ -44,6 +44,8 @@ TYPES = {
     "VARIANT": (None, None),
 }
 _MAX_RANK = 16
+# Integer types numpy has no dtype for.
+_INTEGER_RANGES = {"INT4": (-8, 7), "UINT4": (0, 15), "INT2": (-2, 1)}
 # Which inputs an operator may leave out (tensor index -1). Elsewhere a
 # missing input is refused: the XNNPACK delegate dereferences it (a
 # DEPTHWISE_CONV_2D whose filter index was flipped to -1 segfaults).
@@ -283,13 +285,15 @@ class _Walk:
         if n_zero:
             if n_scale and n_zero != n_scale:
                 raise CorruptModel(f"{where} has {n_scale} scales but {n_zero} zero points")
+            bounds = _INTEGER_RANGES.get(type_name)
             dtype = TYPES[type_name][0]
-            if dtype is not None and np.issubdtype(dtype, np.integer):
-                info = np.iinfo(dtype)
+            if bounds is None and dtype is not None and np.issubdtype(dtype, np.integer):
+                bounds = (np.iinfo(dtype).min, np.iinfo(dtype).max)
+            if bounds is not None:
                 zero = quant.ZeroPointAsNumpy()
-                if np.any(zero < info.min) or np.any(zero > info.max):
+                if np.any(zero < bounds[0]) or np.any(zero > bounds[1]):
                     raise CorruptModel(
-                        f"{where} ({type_name}) has zero points outside [{info.min}, {info.max}]: {zero[:8]}"
+                        f"{where} ({type_name}) has zero points outside [{bounds[0]}, {bounds[1]}]: {zero[:8]}"
                     )
         if n_scale > 1:
             axis = quant.QuantizedDimension()

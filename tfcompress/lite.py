@@ -296,6 +296,10 @@ def evaluate(tflite, x, y, batch_size=256, threshold=None):
 def benchmark(tflite, num_threads=1, runs=200, warmup=20):
     """Per-inference latency of a `.tflite` model on this CPU (batch of 1).
 
+    Inputs are random floats (zeros for integer inputs such as token ids);
+    dimensions the model leaves free besides the batch (e.g. the number of
+    steps of an RNN converted without a fixed length) are set to 1.
+
     Args:
         tflite: Flatbuffer bytes or `.tflite` path.
         num_threads: Interpreter threads.
