@@ -121,6 +121,23 @@ def buffer_size_mismatch(data):
     raise AssertionError("no 2-D constant")
 
 
+def nan_weights(data):
+    """The Dense kernel of a float file filled with NaN (a diverged model converted as is)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    for t in range(graph.TensorsLength()):
+        tensor = graph.Tensors(t)
+        if tensor.Buffer() and tensor.ShapeLength() == 2 and tensor.Type() == schema.TensorType.FLOAT32:
+            buffer = model.Buffers(tensor.Buffer())
+            start = buffer._tab.Vector(buffer._tab.Offset(4))
+            broken = bytearray(data)
+            broken[start : start + 4 * buffer.DataLength() // 4] = np.full(buffer.DataLength() // 4, np.nan, "float32").tobytes()
+            return bytes(broken)
+    raise AssertionError("no 2-D float constant")
+
+
 def missing_filter(data):
     """The first CONV_2D with its filter input index set to -1 ("left out")."""
     from ai_edge_litert import schema_py_generated as schema
@@ -162,6 +179,7 @@ def files(tmp_path_factory):
     write("scale.tflite", patched(int8_file(), "scale"))
     write("buffer.tflite", buffer_size_mismatch(good))
     write("no_filter.tflite", missing_filter(good))
+    write("nan_weights.tflite", nan_weights(good))
     write("empty.tflite", b"")
     write("model.txt", good)
     keras_path = folder / "model.keras"
@@ -382,6 +400,7 @@ LITE_RUN = [
     ("nan", lambda f, x: lite.predict(cnn_file(), np.where(x > 0.5, NAN, x)), ValueError, r"x holds \d+ non-finite value\(s\) \(NaN or infinity\)"),
     ("inf", lambda f, x: lite.predict(cnn_file(), x * INF), ValueError, r"x holds \d+ non-finite value\(s\)"),
     ("empty", lambda f, x: lite.predict(cnn_file(), x[:0]), ValueError, r"x holds no examples"),
+    ("beyond_float32", lambda f, x: lite.predict(cnn_file(), x.astype("float64") * 1e300), ValueError, r"x holds values up to .*e\+300 in magnitude, beyond the float32 range of the model input"),
     ("strings", lambda f, x: lite.predict(cnn_file(), x.astype(str)), ValueError, r"x must hold numbers.*dtype <U"),
     ("objects", lambda f, x: lite.predict(cnn_file(), np.array([None] * 3)), ValueError, r"x must hold numbers.*dtype object"),
     ("ragged", lambda f, x: lite.predict(cnn_file(), [[1.0, 2.0], [3.0]]), ValueError, r"x must be an array of numbers"),
@@ -401,6 +420,7 @@ LITE_RUN = [
     ("y_strings", lambda f, x: lite.evaluate(cnn_file(), x, np.array(["cat"] * 40)), ValueError, r"y must hold numbers"),
     ("y_binary_2", lambda f, x: lite.evaluate(binary_files()[0][0][1], binary_files()[1], np.full(300, 2)), ValueError, r"y must hold 0/1 labels for a one-unit \(binary\) output. Received values \[2\]"),
     ("y_binary_shape", lambda f, x: lite.evaluate(binary_files()[0][0][1], binary_files()[1], np.zeros((300, 2))), ValueError, r"y has shape \(300, 2\), but the output has shape \(300, 1\)"),
+    ("nan_outputs", lambda f, x: lite.evaluate(f["nan_weights.tflite"], x, np.zeros(40, int)), ValueError, r"The model output 400 non-finite value\(s\) \(NaN or infinity\) for the inputs scored against y"),
     ("threshold_nan", lambda f, x: lite.evaluate(cnn_file(), x, np.zeros(40, int), threshold=NAN), ValueError, r"threshold must be a finite number"),
     ("bench_runs_0", lambda f, x: lite.benchmark(cnn_file(), runs=0), ValueError, r"runs must be >= 1. Received: runs=0"),
     ("bench_warmup", lambda f, x: lite.benchmark(cnn_file(), warmup=-1), ValueError, r"warmup must be >= 0. Received: warmup=-1"),

@@ -72,6 +72,12 @@ def accuracy(output, y, producer, threshold, name):
     ValueError: y holds class labels in [3, 3], but the output has 2 classes: labels must be in [0, 2).
     """
     output = np.asarray(output, "float32")
+    bad = int(output.size - np.count_nonzero(np.isfinite(output)))
+    if bad:  # argmax and thresholds would still give a figure: refuse it
+        raise ValueError(
+            f"The model output {bad} non-finite value(s) (NaN or infinity) for the "
+            f"inputs scored against {name}: its weights or the file are broken."
+        )
     units = output.shape[-1] if output.ndim > 1 else 1
     sigmoid = producer == "LOGISTIC"
     if threshold is None:

@@ -354,6 +354,13 @@ def _check_input(label, value, spec):
                 f"{label} holds values in [{array.min()}, {array.max()}], outside the "
                 f"{spec.dtype} range of the model input '{spec.name}'."
             )
+    if spec.dtype.kind == "f" and array.size and array.dtype.kind in "iuf":
+        largest = np.finfo(spec.dtype).max
+        if np.max(np.abs(array)) > largest:  # would become inf in the model's dtype
+            raise ValueError(
+                f"{label} holds values up to {np.max(np.abs(array)):.3g} in magnitude, beyond "
+                f"the {spec.dtype} range of the model input '{spec.name}' (+-{largest:.3g})."
+            )
     return array.astype(spec.dtype, copy=False)
 
 
