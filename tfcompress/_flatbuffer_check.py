@@ -12,10 +12,17 @@ file's size, and checks what the runtime trusts: tensor, buffer, operator-code
 and subgraph indices in range, inputs left out only where the operator allows
 it; shapes not negative; constant buffers exactly as large as their tensor's
 shape and type say; quantization scales finite and positive, zero points
-inside their integer type, per-channel parameters matching the channel count.
+inside their integer type, per-channel parameters matching the channel count;
+options of the operator's own type with usable values (strides, split
+counts); and the data flow: each operator reads tensors that hold data by
+then, writes none that is a model input, a constant or another operator's,
+and the arithmetic operators keep their input's type. The per-operator rules
+are tables in `tfcompress._flatbuffer_rules`.
 """
 
 import numpy as np
+
+from tfcompress import _flatbuffer_rules as rules
 
 # numpy dtype and bits per element of each TensorType name; None: no fixed size.
 TYPES = {
@@ -46,34 +53,6 @@ TYPES = {
 _MAX_RANK = 16
 # Integer types numpy has no dtype for.
 _INTEGER_RANGES = {"INT4": (-8, 7), "UINT4": (0, 15), "INT2": (-2, 1)}
-# Which inputs an operator may leave out (tensor index -1). Elsewhere a
-# missing input is refused: the XNNPACK delegate dereferences it (a
-# DEPTHWISE_CONV_2D whose filter index was flipped to -1 segfaults).
-_OPTIONAL_INPUTS = {
-    "CONV_2D": {2},
-    "CONV_3D": {2},
-    "DEPTHWISE_CONV_2D": {2},
-    "FULLY_CONNECTED": {2},
-    "TRANSPOSE_CONV": {3},
-    "CONV_3D_TRANSPOSE": {3},
-    "SVDF": {3},
-    "RESHAPE": {1},
-}
-# Operators whose optional inputs are many (peepholes, projections, layer
-# norm, auxiliary inputs) or not known here: any input but the first.
-_MANY_OPTIONAL = frozenset(
-    {
-        "LSTM",
-        "UNIDIRECTIONAL_SEQUENCE_LSTM",
-        "BIDIRECTIONAL_SEQUENCE_LSTM",
-        "UNIDIRECTIONAL_SEQUENCE_RNN",
-        "BIDIRECTIONAL_SEQUENCE_RNN",
-        "RNN",
-        "CUSTOM",
-    }
-)
-
-
 class CorruptModel(ValueError):
     """The flatbuffer is not a model the runtime can safely load."""
 
@@ -126,6 +105,13 @@ class _Walk:
         self.type_names = enum_names(self.s.TensorType)
         self.op_names = enum_names(self.s.BuiltinOperator)
         self.max_builtin = max(self.op_names)
+        self.option_names = enum_names(self.s.BuiltinOptions)
+        by_key = {n.lower(): v for v, n in self.option_names.items()}
+        self.expected_options = {}
+        for op in self.op_names.values():
+            key = rules.OPTIONS_OF.get(op, op.replace("_", "") + "Options").lower()
+            if key in by_key:
+                self.expected_options[op] = by_key[key]
 
     def length(self, n, what, element_bytes=1):
         if n < 0 or n * element_bytes > len(self.data):
@@ -205,8 +191,8 @@ class _Walk:
             code = model.OperatorCodes(op.OpcodeIndex())
             name = self.op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
             where = f"operator {o} ({name}) of subgraph {g}"
-            many = name in _MANY_OPTIONAL
-            optional = _OPTIONAL_INPUTS.get(name, set())
+            many = name in rules.MANY_OPTIONAL
+            optional = rules.OPTIONAL_INPUTS.get(name, set())
             for i in range(self.length(op.InputsLength(), where, 4)):
                 index = op.Inputs(i)
                 if index == -1 and (i in optional or (many and i > 0)):
@@ -216,26 +202,39 @@ class _Walk:
                 self.index(op.Outputs(i), n_tensors, f"{where} output {i}", -1 if many else 0)
             for i in range(self.length(op.IntermediatesLength(), where, 4)):
                 self.index(op.Intermediates(i), n_tensors, f"{where} intermediate {i}", -1)
-            self.control_flow(op, where, n_graphs)
+            self.options(op, name, where, n_graphs)
             flow.operator(op, name, where)
         flow.finish(outputs)
 
-    def control_flow(self, op, where, n_graphs):
+    def options(self, op, name, where, n_graphs):
+        """The operator's options: of its own type, and values its kernel can use."""
         s = self.s
         kind, table = op.BuiltinOptionsType(), op.BuiltinOptions()
-        if table is None:
-            return
-        fields = {
-            s.BuiltinOptions.WhileOptions: (s.WhileOptions, ("CondSubgraphIndex", "BodySubgraphIndex")),
-            s.BuiltinOptions.IfOptions: (s.IfOptions, ("ThenSubgraphIndex", "ElseSubgraphIndex")),
-            s.BuiltinOptions.CallOnceOptions: (s.CallOnceOptions, ("InitSubgraphIndex",)),
-        }.get(kind)
+        if kind not in self.option_names:
+            raise CorruptModel(f"{where} has options of the unknown type {kind}")
+        expected = self.expected_options.get(name)
+        if kind and expected is not None and kind != expected:
+            raise CorruptModel(
+                f"{where} has {self.option_names[kind]} where it takes "
+                f"{self.option_names[expected]}"
+            )
+        fields = rules.OPTION_FIELDS.get(name)
         if fields is None:
             return
-        options = fields[0]()
+        if table is None or kind != expected:
+            raise CorruptModel(f"{where} has no {self.option_names[expected]}")
+        options = getattr(s, self.option_names[expected])()
         options.Init(table.Bytes, table.Pos)
-        for field in fields[1]:
-            self.index(getattr(options, field)(), n_graphs, f"{where} ({field})")
+        for field, rule in fields.items():
+            value = getattr(options, field)()
+            if rule == "subgraph":
+                self.index(value, n_graphs, f"{where} ({field})")
+            elif rule == "outputs" and value != op.OutputsLength():
+                raise CorruptModel(f"{where} has {field}={value} but {op.OutputsLength()} outputs")
+            elif rule == "inputs" and value != op.InputsLength():
+                raise CorruptModel(f"{where} has {field}={value} but {op.InputsLength()} inputs")
+            elif rule == "positive" and value < 1:
+                raise CorruptModel(f"{where} has {field}={value} (must be >= 1)")
 
     def tensor(self, model, tensor, where, n_buffers):
         type_name = self.type_names.get(tensor.Type())
@@ -313,23 +312,6 @@ def _holds_data(buffer):
     return (buffer.Offset() > 1 and buffer.Size() > 0) or buffer.DataLength() > 0
 
 
-# Operators whose first input and first output have one type (a float model
-# or an int8 one end to end); a flipped index that feeds them a tensor of
-# another type makes the kernel read past its buffer.
-_SAME_TYPE = frozenset(
-    """ABS ADD AVERAGE_POOL_2D BATCH_MATMUL CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE
-    DIV ELU EXP EXPAND_DIMS FULLY_CONNECTED GELU HARD_SWISH L2_NORMALIZATION LEAKY_RELU LOG
-    LOGISTIC MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD MUL NEG PACK PAD PADV2 REDUCE_MAX
-    REDUCE_MIN RELU RELU6 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR
-    REVERSE_V2 RSQRT SLICE SOFTMAX SPACE_TO_DEPTH SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE
-    STRIDED_SLICE SUB SUM TANH TILE TRANSPOSE UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK""".split()
-)
-# Of those, the ones whose second input is data of the same type too.
-_SAME_TYPE_BINARY = frozenset(
-    "ADD DIV MAXIMUM MINIMUM MUL SQUARED_DIFFERENCE SUB".split()
-)
-
-
 class _DataFlow:
     """Follows one subgraph in execution order: what each operator reads and writes.
 
@@ -364,8 +346,8 @@ class _DataFlow:
                 raise CorruptModel(f"{where} output {i} writes tensor {t}, {what}")
             self.writer[t] = where
             self.ready.add(t)
-        if name in _SAME_TYPE and reads and reads[0] >= 0 and op.OutputsLength():
-            checked = reads[:2] if name in _SAME_TYPE_BINARY else reads[:1]
+        if name in rules.SAME_TYPE and reads and reads[0] >= 0 and op.OutputsLength():
+            checked = reads[:2] if name in rules.SAME_TYPE_BINARY else reads[:1]
             out = op.Outputs(0)
             for i, t in enumerate(checked):
                 if t >= 0 and out >= 0 and self.types[t] != self.types[out]:
