@@ -7,6 +7,7 @@ exact result. Tiny models; the flatbuffers are converted once per session.
 
 import functools
 import os
+import re
 import zipfile
 
 import keras
@@ -521,7 +522,7 @@ def test_cli_failure_is_one_line_with_status_2(files, argv, words, capsys, tmp_p
     assert status == 2
     assert captured.err.count("\n") == 1, captured.err
     assert "Traceback" not in captured.err
-    assert __import__("re").search(words, captured.err), captured.err
+    assert re.search(words, captured.err), captured.err
     assert not os.path.exists(tmp_path / "x.tflite")
 
 

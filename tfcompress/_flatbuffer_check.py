@@ -247,8 +247,14 @@ class _Walk:
         if any(d < 0 for d in shape):
             raise CorruptModel(f"{where} has the negative shape {shape}")
         signature = self.length(tensor.ShapeSignatureLength(), f"{where}'s shape signature", 4)
-        if signature and (signature != rank or any(d < -1 for d in tensor.ShapeSignatureAsNumpy())):
-            raise CorruptModel(f"{where} has a shape signature that does not fit its shape {shape}")
+        if signature and (
+            signature != rank
+            or any(d != -1 and d != s for d, s in zip(tensor.ShapeSignatureAsNumpy(), shape))
+        ):  # -1 marks a free dimension; the others are the shape's
+            raise CorruptModel(
+                f"{where} has the shape signature {tensor.ShapeSignatureAsNumpy().tolist()}, "
+                f"which does not fit its shape {shape}"
+            )
         tensor.Name()
         index = tensor.Buffer()
         self.index(index, n_buffers, f"{where}'s buffer")

@@ -16,6 +16,8 @@ import numpy as np
 from tfcompress import _flatbuffer, _validate
 from tfcompress._quiet import hold_back_fd2
 
+# A model converted for a fixed batch gets its last batch padded to that size.
+_MAX_FIXED_BATCH = 1 << 16
 # What LiteRT prints to fd 2 the first time it creates its CPU delegate.
 _DELEGATE_NOTE = re.compile(r"^INFO: (Created TensorFlow Lite|Initialized TensorFlow Lite)")
 
@@ -98,6 +100,11 @@ class Runtime:
         """
         n = len(arrays[0])
         fixed = self.fixed_batch()
+        if fixed is not None and fixed > _MAX_FIXED_BATCH:
+            raise ValueError(
+                f"{self.where} takes batches of exactly {fixed} examples: too many to "
+                "pad a batch to (the file is corrupted, or convert it with a free batch)."
+            )
         step = fixed or batch_size
         results = [[] for _ in self.outputs]
         for start in range(0, n, step):
