@@ -165,10 +165,12 @@ class _Walk:
         graph = model.Subgraphs(g)
         n_tensors = self.length(graph.TensorsLength(), f"subgraph {g}'s tensor list", 4)
         # Per tensor: its type name; constants and variables hold data before any op runs.
-        types, constants, variables = [], set(), set()
+        types, constants, variables, quantized = [], set(), set(), set()
         for t in range(n_tensors):
             tensor = graph.Tensors(t)
             types.append(self.tensor(model, tensor, f"tensor {t} of subgraph {g}", n_buffers))
+            if tensor.Quantization() is not None and tensor.Quantization().ScaleLength():
+                quantized.add(t)
             if tensor.Buffer() and _holds_data(model.Buffers(tensor.Buffer())):
                 constants.add(t)
             elif tensor.IsVariable():
@@ -181,7 +183,7 @@ class _Walk:
         for i in range(self.length(graph.OutputsLength(), f"subgraph {g}'s outputs", 4)):
             self.index(graph.Outputs(i), n_tensors, f"subgraph {g}'s outputs")
             outputs.append(graph.Outputs(i))
-        flow = _DataFlow(g, types, constants, variables, inputs)
+        flow = _DataFlow(g, types, constants, variables, inputs, quantized)
         for o in range(self.length(graph.OperatorsLength(), f"subgraph {g}'s operator list", 4)):
             op = graph.Operators(o)
             if not 0 <= op.OpcodeIndex() < n_codes:
@@ -318,6 +320,10 @@ def _holds_data(buffer):
     return (buffer.Offset() > 1 and buffer.Size() > 0) or buffer.DataLength() > 0
 
 
+# Integer types an arithmetic kernel reads as quantized real numbers.
+_QUANTIZED_TYPES = ("INT8", "UINT8", "INT16")
+
+
 class _DataFlow:
     """Follows one subgraph in execution order: what each operator reads and writes.
 
@@ -325,12 +331,14 @@ class _DataFlow:
     constants, variables, outputs of earlier operators) and may write neither
     a model input, nor a constant, nor a tensor another operator writes
     (variables it may: an LSTM's state); the main arithmetic operators keep their
-    input's type. A flipped index that breaks this makes the interpreter
-    write into a model input or read a tensor of another size.
+    input's type, and their integer tensors carry a quantization scale. A
+    flipped index that breaks this makes the interpreter write into a model
+    input or read a tensor of another size.
     """
 
-    def __init__(self, g, types, constants, variables, inputs):
+    def __init__(self, g, types, constants, variables, inputs, quantized):
         self.g, self.types, self.inputs, self.constants = g, types, inputs, constants
+        self.quantized = quantized
         self.ready = set(constants) | set(variables) | set(inputs)
         self.writer = {}
 
@@ -352,6 +360,14 @@ class _DataFlow:
                 raise CorruptModel(f"{where} output {i} writes tensor {t}, {what}")
             self.writer[t] = where
             self.ready.add(t)
+        if name in rules.SAME_TYPE or name in ("QUANTIZE", "DEQUANTIZE"):
+            first_output = [op.Outputs(0)] if op.OutputsLength() else []
+            for t in reads[:2] + first_output:
+                if t >= 0 and self.types[t] in _QUANTIZED_TYPES and t not in self.quantized:
+                    raise CorruptModel(
+                        f"{where} uses the {self.types[t]} tensor {t}, which has no "
+                        "quantization scale"
+                    )
         if name in rules.SAME_TYPE and reads and reads[0] >= 0 and op.OutputsLength():
             checked = reads[:2] if name in rules.SAME_TYPE_BINARY else reads[:1]
             out = op.Outputs(0)
