@@ -6,6 +6,7 @@ corrupted fails here with a message naming it, never deep inside Keras,
 numpy or LiteRT.
 """
 
+import hashlib
 import os
 import zipfile
 
@@ -149,8 +150,10 @@ def load_interpreter(tflite, name="tflite", num_threads=None):
     if num_threads is not None:
         num_threads = check_int("num_threads", num_threads, minimum=1)
     data, where = _flatbuffer_bytes(tflite, name)
+    digest = hashlib.blake2b(data, digest_size=16).digest()
     try:
-        _flatbuffer_check.check_model(data)
+        if digest not in _CHECKED:
+            _flatbuffer_check.check_model(data)
     except _flatbuffer_check.CorruptModel as error:
         reason = str(error)
         if reason.startswith("not a TFLite model"):
@@ -162,7 +165,15 @@ def load_interpreter(tflite, name="tflite", num_threads=None):
         interpreter = Interpreter(model_content=data, num_threads=num_threads)
     except (ValueError, RuntimeError) as error:
         raise ValueError(f"{where} is not a valid TFLite model: {_first_line(error)}") from None
+    _CHECKED[digest] = None
+    while len(_CHECKED) > 64:
+        del _CHECKED[next(iter(_CHECKED))]
     return interpreter, data, where
+
+
+# Digests of the last files that passed the check (it takes up to ~0.2 s on a
+# large model, and predict / evaluate / benchmark often see one file again).
+_CHECKED = {}
 
 
 def _flatbuffer_bytes(tflite, name):
