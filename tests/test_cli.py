@@ -70,36 +70,35 @@ def test_inspect_a_keras_file(saved_model, capsys):
     assert "float32" in stdout
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["convert", "missing.keras", "-o", "x.tflite"], "no such file: missing.keras"),
-        (["inspect", "missing.tflite"], "no such file: missing.tflite"),
-        (["bench", "missing.tflite"], "no such file: missing.tflite"),
-    ],
-)
-def test_missing_files_give_one_line_and_status_2(argv, message, capsys):
-    status, _, stderr = run(capsys, *argv)
-    assert status == 2
-    assert stderr.strip().count("\n") == 0
-    assert message in stderr
+# Every failure of the command (one line, status 2) is in test_bad_input.py.
 
 
-def test_unknown_mode_and_wrong_calibration_shape(saved_model, capsys, tmp_path):
-    model_path, _, _ = saved_model
-    status, _, stderr = run(capsys, "convert", model_path, "-o", str(tmp_path / "a.tflite"), "--quantization", "int4")
-    assert status == 2 and "--quantization must be one of float32, float16, dynamic, int8" in stderr
-    assert "'int4'" in stderr
-
-    wrong = str(tmp_path / "wrong.npy")
-    np.save(wrong, np.zeros((10, 28, 28, 1), "float32"))
-    status, _, stderr = run(
-        capsys, "convert", model_path, "-o", str(tmp_path / "b.tflite"), "--quantization", "int8", "--calibration", wrong
+def test_two_input_model_and_lstm_through_convert_inspect_bench(tmp_path, capsys):
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    feats = keras.Input((6, 3), name="feats")
+    steps = layers.Concatenate()([layers.Embedding(20, 4)(ids), feats])
+    hidden = layers.LSTM(8)(steps)
+    model = keras.Model([ids, feats], [layers.Dense(2)(hidden), layers.Dense(1)(hidden)])
+    model_path = str(tmp_path / "two.keras")
+    model.save(model_path)
+    rng = np.random.default_rng(0)
+    calibration = str(tmp_path / "calibration.npz")
+    np.savez(calibration, ids=rng.integers(0, 20, (16, 6)), feats=rng.random((16, 6, 3)))
+    out = str(tmp_path / "two.tflite")
+    status, stdout, stderr = run(
+        capsys, "convert", model_path, "-o", out, "--quantization", "int8", "--calibration", calibration
     )
-    assert status == 2
-    assert stderr.strip().count("\n") == 0
-    assert "(28, 28, 1)" in stderr and "(8, 8, 1)" in stderr
-    assert not os.path.exists(tmp_path / "b.tflite")
+    assert status == 0, stderr
+    status, stdout, _ = run(capsys, "inspect", out)
+    assert status == 0 and "int8" in stdout
+    status, stdout, _ = run(capsys, "bench", out, "--runs", "5")
+    assert status == 0 and "5 runs" in stdout
+    unrolled = str(tmp_path / "unrolled.tflite")
+    assert run(capsys, "convert", model_path, "-o", unrolled, "--rnn", "unroll")[0] == 0
+    status, _, stderr = run(capsys, "convert", model_path, "-o", unrolled, "--rnn", "fast")
+    assert status == 2 and "--rnn must be one of ['auto', 'unroll']. Received: --rnn='fast'" in stderr
 
 
 def test_console_script_prints_no_traceback(tmp_path):
@@ -112,7 +111,8 @@ def test_console_script_prints_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "tfcompress bench: error: no such file" in result.stderr
+    assert "tfcompress bench: error: No such file" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
 
 
 def test_demo_table_and_plot(tmp_path):

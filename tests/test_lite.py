@@ -103,26 +103,229 @@ def test_benchmark_reports_median_and_p90(cnn):
     assert result["runs"] == 30 and result["size_bytes"] == len(cnn[2])
 
 
-def test_unknown_mode_lists_the_valid_ones(cnn):
-    with pytest.raises(ValueError, match=r"None, 'float16', 'dynamic', 'int8'.*quantization='int4'"):
-        lite.convert(cnn[0], quantization="int4")
+# Bad arguments, inputs and files: test_bad_input.py and test_fuzz.py.
 
 
-def test_int8_on_a_float_model_needs_representative_data(cnn):
-    with pytest.raises(ValueError, match="needs representative_data"):
-        lite.convert(cnn[0], quantization="int8")
+# -- models of any signature ---------------------------------------------------------
+
+VOCAB, STEPS = 30, 6
 
 
-def test_representative_data_of_the_wrong_shape_names_both_shapes(cnn):
-    with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(8, 8, 1\)"):
-        lite.convert(cnn[0], "int8", representative_data=np.zeros((4, 28, 28, 1), "float32"))
+def two_in_two_out(structure):
+    """int32 token ids first and floats second, logits first and a sigmoid second:
+    names chosen so that alphabetical order is not Keras order."""
+    layers = keras.layers
+    ids = keras.Input((STEPS,), dtype="int32", name="zeta_ids")
+    feats = keras.Input((5,), name="alpha_feats")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(VOCAB, 8)(ids))
+    hidden = layers.Dense(16, activation="relu")(
+        layers.Concatenate()([pooled, layers.Dense(8, activation="relu")(feats)])
+    )
+    logits = layers.Dense(3, name="z_logits")(hidden)
+    score = layers.Dense(1, activation="sigmoid", name="a_score")(hidden)
+    if structure == "dict":
+        return keras.Model({"zeta_ids": ids, "alpha_feats": feats}, {"z": logits, "a": score})
+    return keras.Model([ids, feats], [logits, score])
 
 
-def test_int8_io_needs_int8(cnn):
-    with pytest.raises(ValueError, match="int8_io=True needs quantization='int8'"):
-        lite.convert(cnn[0], quantization="dynamic", int8_io=True)
+@pytest.fixture(scope="module")
+def signature_data():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, VOCAB, (64, STEPS)).astype("int32")
+    feats = rng.standard_normal((64, 5)).astype("float32")
+    return ids, feats
 
 
-def test_bad_tflite_argument():
-    with pytest.raises(TypeError, match="flatbuffer bytes or a .tflite path"):
-        lite.predict(123, np.zeros((1, 4)))
+def cosine(a, b):
+    a, b = np.ravel(a).astype("float64"), np.ravel(b).astype("float64")
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_several_inputs_and_outputs_convert_in_every_mode_in_keras_order(signature_data):
+    from tfcompress import _litert
+
+    ids, feats = signature_data
+    keras.utils.set_random_seed(0)
+    model = two_in_two_out("list")
+    expected = model.predict([ids, feats], verbose=0)
+    for mode in (None, "dynamic", "float16", "int8"):
+        flatbuffer = lite.convert(model, mode, representative_data=[ids, feats])
+        runtime = _litert.Runtime(flatbuffer)
+        assert [(name, d["dtype"]) for name, d in runtime.inputs] == [
+            ("zeta_ids", np.int32),
+            ("alpha_feats", np.float32),
+        ]
+        got = lite.predict(flatbuffer, [ids, feats], batch_size=20)
+        assert isinstance(got, list) and [g.shape for g in got] == [(64, 3), (64, 1)]
+        for g, e in zip(got, expected):
+            if mode in (None, "dynamic"):
+                np.testing.assert_allclose(g, e, atol=1e-5)
+            assert cosine(g, e) >= 0.999
+        # By name too, in any order.
+        by_name = lite.predict(flatbuffer, {"alpha_feats": feats, "zeta_ids": ids})
+        np.testing.assert_array_equal(by_name[0], got[0])
+    int8_io = lite.convert(model, "int8", representative_data=[ids, feats], int8_io=True)
+    runtime = _litert.Runtime(int8_io)
+    assert [d["dtype"] for _, d in runtime.inputs] == [np.int32, np.int8]  # ids stay int32
+    assert all(d["dtype"] == np.int8 for _, d in runtime.outputs)
+    got = lite.predict(int8_io, [ids, feats])
+    assert min(cosine(g, e) for g, e in zip(got, expected)) >= 0.99
+    labels = [np.argmax(expected[0], -1), (expected[1][:, 0] > 0.5).astype(int)]
+    result = lite.evaluate(int8_io, [ids, feats], labels)
+    assert result["num_examples"] == 64 and min(result["accuracy"]) >= 0.9
+    assert lite.evaluate(int8_io, [ids, feats], [None, labels[1]])["accuracy"][0] is None
+
+
+def test_dict_inputs_and_outputs_keep_their_keys(signature_data):
+    ids, feats = signature_data
+    keras.utils.set_random_seed(0)
+    model = two_in_two_out("dict")
+    x = {"zeta_ids": ids, "alpha_feats": feats}
+    expected = model.predict(x, verbose=0)
+    flatbuffer = lite.convert(model, "int8", representative_data=x)
+    got = lite.predict(flatbuffer, x)
+    assert isinstance(got, dict) and sorted(got) == ["a", "z"]
+    assert min(cosine(got[k], expected[k]) for k in got) >= 0.999
+    # A list follows Keras' order of a dict: sorted keys.
+    np.testing.assert_array_equal(lite.predict(flatbuffer, [feats, ids])["z"], got["z"])
+    result = lite.evaluate(flatbuffer, x, {"z": np.argmax(expected["z"], -1)})
+    assert result == {"accuracy": {"a": None, "z": pytest.approx(1.0, abs=0.05)}, "num_examples": 64}
+    report = tfcompress.summarize(flatbuffer)
+    assert report.params > 0 and any(row.dtype == "int8" for row in report.rows)
+    assert tfcompress.summarize(model).params == model.count_params()
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_not_read(signature_data):
+    ids, feats = signature_data
+    keras.utils.set_random_seed(0)
+    flatbuffer = lite.convert(two_in_two_out("list"))
+    with pytest.raises(ValueError, match=r"x\[0\] holds fractions, but the model input 'zeta_ids'"):
+        lite.predict(flatbuffer, [ids + 0.5, feats])
+    bad = ids.copy()
+    bad[0, 0] = VOCAB + 5
+    with pytest.raises(ValueError, match=r"LiteRT cannot run .* on these inputs: .*gather index out of bounds"):
+        lite.predict(flatbuffer, [bad, feats])
+
+
+# -- RNNs ----------------------------------------------------------------------------------
+
+
+def rnn_model(kind, steps=STEPS):
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((steps, 4))
+    rnn = {
+        "lstm": lambda: layers.LSTM(8),
+        "gru": lambda: layers.GRU(8),
+        "simple_rnn": lambda: layers.SimpleRNN(8),
+        "bidirectional_lstm": lambda: layers.Bidirectional(layers.LSTM(8)),
+    }[kind]()
+    return keras.Model(inputs, layers.Dense(3)(rnn(inputs)))
+
+
+def float_op_outputs(flatbuffer):
+    """Names of the ops (besides DEQUANTIZE) that write a float32 tensor."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    found = set()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+            for i in range(op.OutputsLength()):
+                if graph.Tensors(op.Outputs(i)).Type() == schema.TensorType.FLOAT32 and name != "DEQUANTIZE":
+                    found.add(name)
+    return found
+
+
+@pytest.mark.parametrize(
+    "kind, fused_op",
+    [("lstm", True), ("gru", False), ("bidirectional_lstm", True)],
+)
+def test_rnns_convert_to_builtin_ops_in_every_mode(kind, fused_op):
+    from tfcompress import _flatbuffer
+
+    model = rnn_model(kind)
+    x = np.random.default_rng(1).standard_normal((48, STEPS, 4)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    for mode in (None, "dynamic", "int8"):
+        flatbuffer = lite.convert(model, mode, representative_data=x)
+        ops = _flatbuffer.operator_names(flatbuffer)
+        assert "CUSTOM" not in ops and "WHILE" not in ops
+        metadata = _flatbuffer.io_metadata(flatbuffer)
+        if mode is None:
+            assert ("UNIDIRECTIONAL_SEQUENCE_LSTM" in ops) == fused_op
+            assert metadata["batch_size"] == (1 if fused_op else None)
+            np.testing.assert_allclose(lite.predict(flatbuffer, x), expected, atol=2e-5)
+        else:
+            assert cosine(lite.predict(flatbuffer, x), expected) >= 0.999
+        if mode == "int8":
+            assert float_op_outputs(flatbuffer) == set()  # int8 from QUANTIZE to DEQUANTIZE
+    # The Keras model is as it was: layers restored, same outputs.
+    rnns = [l for l in model.layers if isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
+    for layer in rnns:
+        for inner in getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None), layer:
+            if isinstance(inner, keras.layers.RNN):
+                assert inner.unroll is False and "inner_loop" not in vars(inner)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)
+
+
+def test_fused_lstm_state_does_not_leak_between_examples():
+    model = rnn_model("lstm")
+    x = np.random.default_rng(2).standard_normal((6, STEPS, 4)).astype("float32")
+    flatbuffer = lite.convert(model)
+    one_by_one = np.concatenate([lite.predict(flatbuffer, x[i : i + 1]) for i in range(6)])
+    np.testing.assert_allclose(lite.predict(flatbuffer, x), one_by_one, atol=1e-6)
+    np.testing.assert_allclose(lite.predict(flatbuffer, x[::-1])[::-1], one_by_one, atol=1e-6)
+
+
+def test_rnn_unroll_keeps_a_free_batch_and_loops_take_any_length():
+    from tfcompress import _flatbuffer
+
+    model = rnn_model("lstm")
+    x = np.random.default_rng(3).standard_normal((5, STEPS, 4)).astype("float32")
+    unrolled = lite.convert(model, rnn="unroll")
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in _flatbuffer.operator_names(unrolled)
+    assert _flatbuffer.io_metadata(unrolled)["batch_size"] is None
+    np.testing.assert_allclose(lite.predict(unrolled, x), model.predict(x, verbose=0), atol=2e-5)
+
+    any_length = rnn_model("simple_rnn", steps=None)
+    looping = lite.convert(any_length)
+    assert "WHILE" in _flatbuffer.operator_names(looping)
+    for steps in (3, 11):
+        x = np.random.default_rng(steps).standard_normal((4, steps, 4)).astype("float32")
+        np.testing.assert_allclose(lite.predict(looping, x), any_length.predict(x, verbose=0), atol=2e-5)
+    with pytest.raises(ValueError, match=r"int8' needs RNNs over a fixed number of steps, but \['simple_rnn.*'\]"):
+        lite.convert(any_length, "int8", representative_data=x)
+    with pytest.raises(ValueError, match=r"rnn='unroll' needs a static sequence length"):
+        lite.convert(any_length, rnn="unroll")
+
+
+def test_convert_never_strips_a_subclassed_model_and_fit_keeps_the_zeros(digits):
+    (x_train, y_train), (x_test, _) = digits
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.d = keras.layers.Dense(10)
+
+        def call(self, x, training=None):
+            return self.d(self.flat(x), training=training)
+
+    net = Net()
+    net(x_train[:1])
+    # Masks are updated at steps 0 and 1 only: later training must keep their zeros.
+    schedule = tfcompress.ConstantSparsity(0.75, begin_step=0, end_step=1, frequency=1)
+    pruned = tfcompress.prune_low_magnitude(net, schedule)
+    compile_for_digits(pruned).fit(x_train[:64], y_train[:64], epochs=1, batch_size=32, verbose=0)
+    flatbuffer = lite.convert(pruned)
+    assert isinstance(pruned.d, tfcompress.PruneLowMagnitude)  # not stripped in place
+    np.testing.assert_allclose(lite.predict(flatbuffer, x_test[:8]), pruned.predict(x_test[:8], verbose=0), atol=1e-5)
+    pruned.fit(x_train[64:192], y_train[64:192], epochs=1, batch_size=32, verbose=0)
+    shipped = pruned.d.shipped_weights()[id(pruned.d.layer.kernel)]
+    assert np.mean(shipped == 0) == pytest.approx(0.75, abs=0.01)

@@ -184,7 +184,7 @@ def test_report_of_an_int8_tflite_finds_int8_tensors_and_their_sparsity(digits, 
 def test_summarize_rejects_what_it_cannot_read(tmp_path):
     with pytest.raises(TypeError, match="obj=42"):
         summarize(42)
-    with pytest.raises(ValueError, match="Not a TFLite model"):
+    with pytest.raises(ValueError, match="is not a TFLite model"):
         summarize(b"definitely not a flatbuffer")
     with pytest.raises(FileNotFoundError, match="missing.tflite"):
         summarize(str(tmp_path / "missing.tflite"))

@@ -20,7 +20,7 @@ import warnings
 
 import keras
 
-from tfcompress import _graph, _inplace, _layers
+from tfcompress import _graph, _inplace, _layers, _validate
 from tfcompress._graph import is_graph_model  # noqa: F401  (the check lives there)
 
 
@@ -271,6 +271,7 @@ def _describe(settings):
 
 
 def _map_graph_model(model, fn):
+    _validate.check_built(model, "compress")
     # The copy holds the trained weights; `fn` gets its built layers.
     def replace(layer):
         replacement = fn(layer)

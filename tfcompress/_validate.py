@@ -1,15 +1,14 @@
 """Checks at the boundary, one helper per kind of input; errors repeat the value.
 
-Arguments (numbers, choices, flags), arrays (finite, shape, batch length) and
-files (`.keras` models, `.tflite` flatbuffers) are checked here, before they
-reach Keras, TensorFlow, LiteRT or numpy, so a bad input fails with a message
-that names the argument, what was received and what was expected. numpy
-scalars are accepted wherever a Python number is.
+Arguments (numbers, choices, flags), arrays (finite, shape, dtype, batch
+length, a model's inputs) and files (`.keras` models, `.npy` arrays, `.tflite`
+flatbuffers: `tfcompress._validate_files`, re-exported here) are checked
+before they reach Keras, TensorFlow, LiteRT or numpy, so a bad input fails
+with a message that names the argument, what was received and what was
+expected. numpy scalars are accepted wherever a Python number is.
 """
 
 import numbers
-import os
-import zipfile
 
 import numpy as np
 
@@ -52,15 +51,15 @@ def check_number(name, value, minimum=None, maximum=None, exclusive_minimum=Fals
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number. Received: {name}={value!r}")
-    value = float(value)
-    if not np.isfinite(value):
+    number = float(value)
+    if not np.isfinite(number):
         raise ValueError(f"{name} must be a finite number. Received: {name}={value!r}")
-    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+    if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
         bound = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
         raise ValueError(f"{name} must be {bound}. Received: {name}={value!r}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         raise ValueError(f"{name} must be <= {maximum}. Received: {name}={value!r}")
-    return value
+    return number
 
 
 def check_fraction(name, value, upper_inclusive=False):
@@ -194,91 +193,204 @@ def check_same_length(**arrays):
         )
 
 
-def check_file(name, path, suffixes):
-    """Returns `path` as a str; raises unless it is an existing file with one of `suffixes`.
+def check_finite_weights(model, doing):
+    """Raises ValueError naming the weights of `model` that hold NaN or infinity.
 
-    Raises:
-        FileNotFoundError: if there is no such file.
-        ValueError: for a directory or a file of another type.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a file path. Received: {name}={path!r}")
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No such file. Received: {name}={path!r}")
-    if not os.path.isfile(path):
-        raise ValueError(f"{name} must be a file, not a directory. Received: {name}={path!r}")
-    if not path.endswith(tuple(suffixes)):
-        raise ValueError(
-            f"{name} must be a {' or '.join(suffixes)} file. Received: {name}={path!r}"
-        )
-    return path
-
-
-def load_keras_model(path, name="model"):
-    """Loads a `.keras` file, with a clear error for a file that is not a whole one.
-
-    Raises:
-        FileNotFoundError: if there is no such file.
-        ValueError: for a file that is not a complete `.keras` archive.
+    Such a model (training diverged, a bad checkpoint) converts and runs, but
+    every figure computed from it is wrong; `doing` says what was refused.
     """
     import keras
 
-    path = check_file(name, path, (".keras",))
-    if not zipfile.is_zipfile(path):
+    bad = []
+    for variable in model.weights:
+        if "float" not in str(variable.dtype):
+            continue
+        values = keras.ops.convert_to_numpy(variable)
+        if not np.all(np.isfinite(values)):
+            bad.append(f"{variable.path} ({int(np.size(values) - np.isfinite(values).sum())} values)")
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ValueError(
-            f"{path} is not a .keras model: the file is not a zip archive (truncated "
-            "or another format)."
+            f"Cannot {doing}: model '{model.name}' has weights holding NaN or infinity "
+            f"(did training diverge?): {shown}."
         )
+
+
+def check_built(model, doing):
+    """Raises ValueError unless `model` is built (a graph model: with its inputs).
+
+    Keras itself raises AttributeError from `model.inputs` of an unbuilt
+    Sequential; `doing` says what needed the weights ("compress", ...).
+    """
+    graph = any(cls.__name__ in ("Functional", "Sequential") for cls in type(model).__mro__)
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = set(archive.namelist())
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a complete .keras archive: {error}") from None
-    if bad is not None or "config.json" not in members:
+        built = model.built and (bool(model.inputs) if graph else True)
+    except AttributeError:
+        built = False
+    if not built:
         raise ValueError(
-            f"{path} is not a complete .keras archive "
-            f"({'corrupt member ' + bad if bad else 'no config.json'})."
+            f"Model '{model.name}' is not built, so it has no weights to {doing}. Give it a "
+            "keras.Input(shape=...) or call it once on a batch of data first."
         )
-    return keras.saving.load_model(path)
 
 
-def read_flatbuffer(tflite, name="tflite"):
-    """Returns the bytes of a `.tflite` model, verified: a ValueError otherwise.
+def check_int_pair(name, value, minimum=1):
+    """Returns `value` as a tuple of two ints >= `minimum`; raises ValueError otherwise.
+
+    Example:
+
+    >>> check_int_pair("block_size", [np.int64(2), 4])
+    (2, 4)
+    >>> check_int_pair("block_size", (2,))
+    Traceback (most recent call last):
+    ...
+    ValueError: block_size must be a pair of integers >= 1. Received: block_size=(2,)
+    """
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and v >= minimum
+        for v in value
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} must be a pair of integers >= {minimum}. Received: {name}={value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+class InputSpec:
+    """What one model input takes: its name, shape (batch axis first; None: any) and dtype."""
+
+    def __init__(self, name, shape, dtype):
+        self.name = name
+        self.shape = tuple(None if d is None or d < 0 else int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+
+    def describe(self):
+        """E.g. `'tokens' takes (batch, 16) int32`."""
+        dims = "".join(", ?" if d is None else f", {d}" for d in self.shape[1:])
+        return f"'{self.name}' takes (batch{dims}) {self.dtype}"
+
+
+def check_inputs(x, specs, name="x"):
+    """Matches `x` to a model's inputs; returns one checked array per input.
+
+    Each array must hold finite numbers, have the input's rank and its fixed
+    sizes after the batch axis; integer inputs (token ids) take whole numbers
+    within their type; all arrays have the same number of examples (>= 1).
 
     Args:
-        tflite: Flatbuffer bytes, or the path of a `.tflite` file.
-        name: Argument name, for messages.
+        x: One array (a model with one input), a list / tuple of arrays in
+            the order of `specs`, or a dict `{input name: array}`.
+        specs: A list of `InputSpec`.
+        name: The argument's name, for messages.
 
-    Raises:
-        TypeError: for something that is neither bytes nor a path.
-        FileNotFoundError: for a path that does not exist.
-        ValueError: for data that is not a valid TFLite flatbuffer (checked
-            by LiteRT's flatbuffer verifier, so a truncated or corrupted file
-            is refused before anything reads it).
+    Returns:
+        A list of numpy arrays aligned with `specs`, cast to their dtypes.
+
+    Example:
+
+    >>> spec = InputSpec("x", (None, 4), "float32")
+    >>> check_inputs(np.zeros((2, 5)), [spec])
+    Traceback (most recent call last):
+    ...
+    ValueError: x has shape (2, 5), but the model input 'x' takes (batch, 4) float32.
     """
-    if isinstance(tflite, (bytes, bytearray, memoryview)):
-        data, where = bytes(tflite), f"{name} ({len(tflite)} bytes)"
-    elif isinstance(tflite, (str, os.PathLike)):
-        path = check_file(name, tflite, ("",))
-        with open(path, "rb") as f:
-            data = f.read()
-        where = path
+    names = [spec.name for spec in specs]
+    if isinstance(x, dict):
+        missing = [n for n in names if n not in x]
+        unknown = sorted((k for k in x if k not in names), key=str)
+        if missing or unknown:
+            raise ValueError(
+                f"{name} must be a dict with one array per model input {names}. "
+                f"Missing: {missing}; unknown: {unknown}"
+            )
+        arrays = [(f"{name}[{n!r}]", x[n]) for n in names]
+    elif isinstance(x, (list, tuple)) and _holds_batches(x, specs):
+        if len(x) != len(specs):
+            raise ValueError(
+                f"The model has {len(specs)} input(s) {names}, but {name} holds {len(x)} "
+                f"arrays. Pass one array per input (a list in this order, or a dict by name)."
+            )
+        arrays = [(f"{name}[{i}]", a) for i, a in enumerate(x)]
     else:
-        raise TypeError(
-            f"{name} must be the flatbuffer bytes or a .tflite path. "
-            f"Received: {name}={tflite!r} of type {type(tflite).__name__}"
-        )
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError(
-            f"{where} is not a TFLite model (missing the 'TFL3' identifier). "
-            f"It starts with {bytes(data[:8])!r}"
-        )
-    from ai_edge_litert.interpreter import Interpreter
+        if len(specs) != 1:
+            raise ValueError(
+                f"The model has {len(specs)} inputs {names}; pass {name} as a list of "
+                f"{len(specs)} arrays in this order, or a dict by name. Received one "
+                f"{type(x).__name__}."
+            )
+        arrays = [(name, x)]
+    checked = [_check_input(label, a, spec) for (label, a), spec in zip(arrays, specs)]
+    check_same_length(**{label: a for (label, _), a in zip(arrays, checked)})
+    if len(checked[0]) == 0:
+        raise ValueError(f"{name} holds no examples (its first dimension is 0).")
+    return checked
 
-    try:
-        Interpreter(model_content=data)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(f"{where} is not a valid TFLite model: {error}") from None
-    return data
+
+def _holds_batches(x, specs):
+    """Is a list `x` one array per input, rather than the rows of a one-input batch?"""
+    if len(specs) > 1:
+        return True
+    rank = len(specs[0].shape)
+    return bool(x) and all(hasattr(a, "shape") and len(a.shape) == rank for a in x)
+
+
+def _check_input(label, value, spec):
+    kinds = "biuf" if spec.dtype.kind in "biu" else "buif"
+    array = check_array(label, value, dtype_kinds=kinds, finite=True)
+    if array.ndim != len(spec.shape) or any(
+        e is not None and e != g for e, g in zip(spec.shape[1:], array.shape[1:])
+    ):
+        raise ValueError(f"{label} has shape {array.shape}, but the model input {spec.describe()}.")
+    if spec.dtype.kind in "iu" and array.dtype.kind != "b":
+        info = np.iinfo(spec.dtype)
+        if array.dtype.kind == "f" and array.size and not np.all(np.floor(array) == array):
+            raise ValueError(
+                f"{label} holds fractions, but the model input {spec.describe()}: "
+                "whole numbers (e.g. token ids)."
+            )
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise ValueError(
+                f"{label} holds values in [{array.min()}, {array.max()}], outside the "
+                f"{spec.dtype} range of the model input '{spec.name}'."
+            )
+    if spec.dtype.kind == "f" and array.size and array.dtype.kind in "iuf":
+        largest = np.finfo(spec.dtype).max
+        if np.max(np.abs(array)) > largest:  # would become inf in the model's dtype
+            raise ValueError(
+                f"{label} holds values up to {np.max(np.abs(array)):.3g} in magnitude, beyond "
+                f"the {spec.dtype} range of the model input '{spec.name}' (+-{largest:.3g})."
+            )
+    return array.astype(spec.dtype, copy=False)
+
+
+# Files: `.keras`, `.npy` / `.npz`, `.tflite` (kept in their own module for size).
+from tfcompress._validate_files import (  # noqa: E402
+    check_file,
+    check_output_path,
+    load_interpreter,
+    load_keras_model,
+    load_npy,
+    read_flatbuffer,
+)
+
+__all__ = [
+    "InputSpec",
+    "check_array",
+    "check_bool",
+    "check_built",
+    "check_file",
+    "check_finite_weights",
+    "check_fraction",
+    "check_inputs",
+    "check_int",
+    "check_int_pair",
+    "check_number",
+    "check_one_of",
+    "check_output_path",
+    "check_same_length",
+    "load_interpreter",
+    "load_keras_model",
+    "load_npy",
+    "read_flatbuffer",
+]

@@ -1,34 +1,49 @@
 """The `tfcompress` command: convert, inspect, bench and demo.
 
-    tfcompress convert MODEL.keras -o OUT.tflite [--quantization int8 --calibration X.npy] [--int8-io]
+    tfcompress convert MODEL.keras -o OUT.tflite [--quantization int8 --calibration X.npy|X.npz]
+                       [--int8-io] [--rnn auto|unroll]
     tfcompress inspect FILE            (.keras or .tflite: the compression report)
     tfcompress bench FILE.tflite [--threads N] [--runs N]
     tfcompress demo [--out DIR] [--quick]
 
-Bad input (a missing file, calibration data of the wrong shape, an unknown
-mode) prints one line to stderr and exits with status 2, without a traceback.
+Every failure (a missing, truncated or corrupted file, calibration data of the
+wrong shape, an unknown mode, a bad option) prints one line to stderr and
+exits with status 2, without a traceback; `--debug` (before or after the
+command) prints the traceback too.
 """
 
 import argparse
-import os
 import sys
+import traceback
 
 QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8")
 
 
-class CommandError(Exception):
-    """An error the user can fix; printed as one line."""
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line too (status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
     """The argparse parser of the `tfcompress` command."""
-    parser = argparse.ArgumentParser(
+    debug = _Parser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="on failure, print the traceback too",
+    )
+    parser = _Parser(
         prog="tfcompress",
         description="Compress Keras 3 models for phones: convert, inspect, bench, demo.",
     )
+    parser.add_argument("--debug", action="store_true", help="on failure, print the traceback too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, help: commands.add_parser(name, help=help, parents=[debug])  # noqa: E731
 
-    convert = commands.add_parser("convert", help="convert a .keras model to .tflite")
+    convert = add("convert", "convert a .keras model to .tflite")
     convert.add_argument("model", help="path of a .keras model")
     convert.add_argument("-o", "--output", required=True, help="path of the .tflite to write")
     convert.add_argument(
@@ -38,22 +53,27 @@ def build_parser():
     )
     convert.add_argument(
         "--calibration",
-        help="a .npy array of model inputs (first axis = examples) to calibrate "
-        "post-training int8 of a float model",
+        help="a .npy array of model inputs (first axis = examples), or a .npz of one "
+        "array per input name, to calibrate post-training int8 of a float model",
     )
     convert.add_argument(
         "--int8-io", action="store_true", help="int8 input/output tensors (with int8)"
     )
+    convert.add_argument(
+        "--rnn",
+        default="auto",
+        help="auto (fused LSTMs, batch 1) or unroll (every RNN unrolled, any batch)",
+    )
 
-    inspect = commands.add_parser("inspect", help="compression report of a .keras or .tflite")
+    inspect = add("inspect", "compression report of a .keras or .tflite")
     inspect.add_argument("file", help="a .keras or .tflite file")
 
-    bench = commands.add_parser("bench", help="latency of a .tflite on this CPU")
+    bench = add("bench", "latency of a .tflite on this CPU")
     bench.add_argument("file", help="a .tflite file")
     bench.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     bench.add_argument("--runs", type=int, default=200, help="timed inferences (default 200)")
 
-    demo = commands.add_parser("demo", help="the whole pipeline on the bundled digits")
+    demo = add("demo", "the whole pipeline on the bundled digits")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
     demo.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run)")
     return parser
@@ -62,61 +82,63 @@ def build_parser():
 def main(argv=None):
     """Entry point of the `tfcompress` console script. Returns the exit status."""
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return _COMMANDS[args.command](args) or 0
-    except (CommandError, ValueError, TypeError, OSError, ImportError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"tfcompress {args.command}: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"tfcompress {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the contract: one line, status 2
+        if args.debug:
+            traceback.print_exc()
+        print(f"tfcompress {args.command}: error: {_one_line(error, args.debug)}", file=sys.stderr)
         return 2
 
 
+def _one_line(error, debug):
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (ValueError, TypeError, OSError)):
+        return text
+    # Not an input the user can fix by reading the message alone: say what it was.
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return f"{type(error).__name__}: {text}{hint}"
+
+
 def _convert(args):
-    _require_file(args.model, (".keras",))
-    if args.quantization not in QUANTIZATION_CHOICES:
-        raise CommandError(
-            f"--quantization must be one of {', '.join(QUANTIZATION_CHOICES)}. "
-            f"Received: {args.quantization!r}"
-        )
+    from tfcompress import _validate
+
+    _validate.check_file("MODEL", args.model, (".keras",))
+    quantization = _validate.check_one_of("--quantization", args.quantization, QUANTIZATION_CHOICES)
+    rnn = _validate.check_one_of("--rnn", args.rnn, ("auto", "unroll"))
     calibration = None
     if args.calibration:
-        _require_file(args.calibration, (".npy",))
-        import numpy as np
-
-        calibration = np.load(args.calibration)
-    import keras
-
+        calibration = _validate.load_npy(args.calibration, "--calibration")
+        if isinstance(calibration, dict) and len(calibration) == 1:
+            calibration = next(iter(calibration.values()))  # one input, whatever its key
+    model = _validate.load_keras_model(args.model, "MODEL")
     from tfcompress import lite
 
-    model = keras.saving.load_model(args.model)
-    quantization = None if args.quantization == "float32" else args.quantization
     flatbuffer = lite.convert(
         model,
-        quantization=quantization,
+        quantization=None if quantization == "float32" else quantization,
         representative_data=calibration,
         int8_io=args.int8_io,
         output_path=args.output,
+        rnn=rnn,
     )
     print(f"wrote {args.output} ({len(flatbuffer):,} bytes, {args.quantization})")
 
 
 def _inspect(args):
-    _require_file(args.file, (".keras", ".tflite"))
-    from tfcompress import report
+    from tfcompress import _validate, report
 
-    if args.file.endswith(".keras"):
-        import keras
-
-        target = keras.saving.load_model(args.file)
-    else:
-        target = args.file
-    print(report.summarize(target))
+    path = _validate.check_file("FILE", args.file, (".keras", ".tflite"))
+    print(report.summarize(path))
 
 
 def _bench(args):
-    _require_file(args.file, (".tflite",))
-    from tfcompress import lite
+    from tfcompress import _validate, lite
 
+    _validate.check_file("FILE", args.file, (".tflite",))
     result = lite.benchmark(args.file, num_threads=args.threads, runs=args.runs)
     print(
         f"{args.file}: median {result['median_ms']:.3f} ms, p90 {result['p90_ms']:.3f} ms "
@@ -128,13 +150,6 @@ def _demo(args):
     from tfcompress import demo
 
     demo.run(out_dir=args.out, quick=args.quick)
-
-
-def _require_file(path, suffixes):
-    if not os.path.isfile(path):
-        raise CommandError(f"no such file: {path}")
-    if not path.endswith(suffixes):
-        raise CommandError(f"expected a {' or '.join(suffixes)} file. Received: {path}")
 
 
 _COMMANDS = {"convert": _convert, "inspect": _inspect, "bench": _bench, "demo": _demo}

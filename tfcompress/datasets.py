@@ -27,10 +27,15 @@ def load_digits(test_fraction=0.3, seed=0):
     >>> x_train.shape[1:], x_train.dtype.name, int(y_train.max())
     ((8, 8, 1), 'float32', 9)
     """
-    if not 0.0 < test_fraction < 1.0:
+    from tfcompress._validate import check_int, check_number
+
+    value = check_number("test_fraction", test_fraction)
+    if not 0.0 < value < 1.0:
         raise ValueError(
             f"test_fraction must be in (0, 1). Received: test_fraction={test_fraction!r}"
         )
+    test_fraction = value
+    seed = check_int("seed", seed, minimum=0)
     try:
         from sklearn.datasets import load_digits as sk_load_digits
         from sklearn.model_selection import train_test_split

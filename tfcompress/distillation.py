@@ -21,7 +21,7 @@ the student).
 
 import keras
 
-from tfcompress._validate import check_fraction
+from tfcompress._validate import check_fraction, check_number
 
 __all__ = ["Distiller"]
 
@@ -76,8 +76,9 @@ class Distiller(keras.Model):
 
     Raises:
         TypeError: if `student` or `teacher` is not a `keras.Model`.
-        ValueError: if the teacher is not built, the two output shapes differ,
-            a model has several outputs, or a model ends in a softmax.
+        ValueError: if the teacher is not built, the two input or output
+            shapes differ, a model has several outputs, or a model ends in a
+            softmax.
 
     Example:
 
@@ -100,6 +101,7 @@ class Distiller(keras.Model):
                 "or give it an Input. Received: an unbuilt model "
                 f"teacher={teacher.name!r}"
             )
+        _check_same_inputs(teacher, student)
         teacher_shape = _output_shape("teacher", teacher)
         student_shape = _output_shape("student", student)
         if teacher_shape is not None and student_shape is not None:
@@ -179,15 +181,7 @@ class Distiller(keras.Model):
                     f"instead of `{key}`."
                 )
         alpha = check_fraction("alpha", alpha, upper_inclusive=True)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not temperature > 0
-        ):
-            raise ValueError(
-                "temperature must be a number > 0. "
-                f"Received: temperature={temperature!r}"
-            )
+        temperature = check_number("temperature", temperature, minimum=0, exclusive_minimum=True)
         if student_loss_fn is None:
             student_loss_fn = keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True
@@ -232,7 +226,13 @@ class Distiller(keras.Model):
             )
         if y_pred is None:
             y_pred = self(x, training=training)
-        teacher_logits = self.teacher(x, training=False)
+        try:
+            teacher_logits = self.teacher(x, training=False)
+        except ValueError as error:  # a Keras shape error that names neither model
+            raise ValueError(
+                f"The teacher {self.teacher.name!r} cannot take the student's input "
+                f"{_shapes(x)}: {' '.join(str(error).split())[:300]}"
+            ) from error
         _check_same_shape(
             tuple(teacher_logits.shape[1:]), tuple(y_pred.shape[1:])
         )
@@ -360,6 +360,37 @@ def _output_shape(role, model):
             f"with {len(outputs)} outputs"
         )
     return tuple(outputs[0].shape[1:])
+
+
+def _input_shapes(model):
+    """Per-example input shapes of a graph model, else None (known later)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return [tuple(t.shape[1:]) for t in inputs] if inputs else None
+
+
+def _shapes(x):
+    return [tuple(t.shape) for t in keras.tree.flatten(x)]
+
+
+def _check_same_inputs(teacher, student):
+    """Both models read the same batch `x`: their inputs must match."""
+    teacher_shapes, student_shapes = _input_shapes(teacher), _input_shapes(student)
+    if teacher_shapes is None or student_shapes is None:
+        return
+    fits = len(teacher_shapes) == len(student_shapes) and all(
+        len(t) == len(s) and all(a is None or b is None or a == b for a, b in zip(t, s))
+        for t, s in zip(teacher_shapes, student_shapes)
+    )
+    if not fits:
+        batch = lambda shapes: [(None,) + s for s in shapes]  # noqa: E731
+        raise ValueError(
+            "teacher and student must take the same inputs (both see each batch x). "
+            f"Received: teacher {teacher.name!r} with input shape(s) {batch(teacher_shapes)}, "
+            f"student {student.name!r} with input shape(s) {batch(student_shapes)}"
+        )
 
 
 def _check_same_shape(teacher_shape, student_shape):

@@ -12,29 +12,50 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
 
-from tfcompress import _rewrite
+from tfcompress import _export, _flatbuffer, _litert, _rewrite, _scoring, _validate
 from tfcompress._quiet import hold_back_fd2
 from tfcompress._wrapper import strip_for_export
-from tfcompress.quantization.verify import convert_checked
 
 QUANTIZATION_MODES = (None, "float16", "dynamic", "int8")
-# Samples of representative data used to calibrate post-training int8.
-_MAX_CALIBRATION_SAMPLES = 500
 
 
-def convert(model, quantization=None, representative_data=None, int8_io=False, output_path=None):
-    """Converts a Keras model to a `.tflite` flatbuffer.
+def convert(
+    model,
+    quantization=None,
+    representative_data=None,
+    int8_io=False,
+    output_path=None,
+    rnn="auto",
+):
+    """Converts a Keras model to a `.tflite` flatbuffer (builtin TFLite ops only).
 
     Pruning and clustering wrappers are stripped first (their masks and
-    centroids baked into the weights); the fake-quant ops of a QAT model
+    centroids baked into the weights) in a copy: the model given is never
+    changed. The fake-quant ops of a QAT model
     (`tfcompress.quantization.quantize_model`) are kept, and the converter
     turns them into int8 kernels with the learned ranges.
+
+    Models of any signature convert: several inputs (a list, or a dict by
+    name), several outputs, integer inputs (token ids stay int32 in the
+    `.tflite`, also with `int8_io`). The file records the Keras order of the
+    inputs and outputs, so `predict` returns outputs as Keras does.
+
+    RNNs (LSTM, GRU, SimpleRNN, Bidirectional) convert to builtin ops: an
+    LSTM with the standard activations becomes one fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM (Bidirectional: two, a REVERSE_V2 and a
+    CONCATENATION) with the batch fixed to 1; other RNNs are unrolled over a
+    static number of steps (any batch), or loop (WHILE, batch 1, float and
+    dynamic only) when the number of steps is not fixed. With
+    `rnn="unroll"` every RNN is unrolled and the batch stays free. For "int8"
+    with fused LSTMs, both TFLite quantizers (and unrolling, when the steps
+    are fixed) are tried and the file closest to Keras on the calibration
+    data is kept: neither quantizer is reliable on the fused op alone.
 
     Args:
         model: A Sequential, functional or subclassed (built) `keras.Model`.
@@ -43,20 +64,27 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
             integer: int8 weights and activations). "int8" on a QAT model uses
             its learned ranges; on a float model it is post-training
             quantization calibrated on `representative_data`.
-        representative_data: For "int8" on a float model: a numpy array of
-            inputs (first axis = examples), or an iterable / `tf.data.Dataset`
-            of input batches (or `(x, y)` batches). Up to 500 examples are used.
-        int8_io: With "int8", make the input and output tensors int8 too (for
-            integer-only targets such as microcontrollers and NPUs).
+        representative_data: For "int8" on a float model: inputs as `predict`
+            takes them (an array; a list or dict of arrays for several
+            inputs), or an iterable / `tf.data.Dataset` of such batches (or of
+            `(x, y)` batches). Up to 500 examples are used. Checked first
+            (finite values, the inputs' shapes): the converter crashes on inf.
+        int8_io: With "int8", make the float input and output tensors int8
+            too (for integer-only targets such as microcontrollers and NPUs).
         output_path: If given, the flatbuffer is also written there.
+        rnn: "auto" or "unroll" (see above).
 
     Returns:
         The `.tflite` flatbuffer as `bytes`.
 
     Raises:
-        ValueError: for an unknown `quantization`; `int8_io` without "int8";
-            "int8" on a float model without `representative_data`;
-            representative data whose shape does not fit the model input.
+        ValueError: for an unknown `quantization` or `rnn`; `int8_io` without
+            "int8"; "int8" on a float model without `representative_data`;
+            representative data that does not fit the inputs or holds NaN /
+            inf; a model whose weights hold NaN / inf; "int8" of an RNN whose
+            number of steps is not fixed (unless it is a fusable LSTM); what
+            the converter refuses, with its reason.
+        TypeError: for a `model` that is not a `keras.Model`.
 
     Example:
 
@@ -66,32 +94,31 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
     >>> len(flatbuffer) > 0
     True
     """
-    if quantization not in QUANTIZATION_MODES:
-        raise ValueError(
-            "quantization must be one of None, 'float16', 'dynamic', 'int8'. "
-            f"Received: quantization={quantization!r}"
-        )
+    _validate.check_one_of("quantization", quantization, QUANTIZATION_MODES)
+    _validate.check_one_of("rnn", rnn, _export.RNN_MODES)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"convert expects a keras.Model. Received: model={model!r} of type "
             f"{type(model).__name__}"
         )
+    int8_io = _validate.check_bool("int8_io", int8_io)
     if int8_io and quantization != "int8":
         raise ValueError(
             "int8_io=True needs quantization='int8' (integer input/output tensors "
             f"exist only in a full-integer model). Received: quantization={quantization!r}"
         )
-    import tensorflow as tf
-
+    if output_path is not None:
+        output_path = _validate.check_output_path("output_path", output_path)
+    layout = _export.Layout.of(model, representative_data)
     if _rewrite.is_graph_model(model):
         model = strip_for_export(model)  # a copy: the caller's model keeps its wrappers
-    # A subclassed model is stripped in place, so it is exported as it is: its
+    # A subclassed model cannot be copied, so it is exported as it is: its
     # wrappers compute the shipped weights at inference, which the converter
     # folds into constants.
-    is_qat = _is_qat(model)
-    input_shapes = _input_shapes(model, representative_data)
+    _validate.check_finite_weights(model, "convert")
+    plan, batch = _export.rnn_plan(model, layout, rnn)
     samples = None
-    if quantization == "int8" and not is_qat:
+    if quantization == "int8" and not _is_qat(model):
         if representative_data is None:
             raise ValueError(
                 "quantization='int8' on a float model is post-training quantization "
@@ -100,28 +127,33 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
                 "Pass representative_data=x_train[:500], or train the model with "
                 "tfcompress.quantization.quantize_model first."
             )
-        samples = _calibration_samples(representative_data, input_shapes)
-
-    with tempfile.TemporaryDirectory() as tmp, _native_logs_held_back():
-        signature = [tf.TensorSpec((None,) + tuple(s), tf.float32) for s in input_shapes]
-        model.export(
-            tmp,
-            format="tf_saved_model",
-            verbose=False,
-            input_signature=signature,
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if quantization is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if samples is not None:
-            converter.representative_dataset = lambda: ([s] for s in samples)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        flatbuffer = convert_checked(converter, model)  # low-bit weights: INT4 or an error
+        looping = [layer.name for layer, how in plan if how == "loop"]
+        if looping:
+            raise ValueError(
+                f"quantization='int8' needs RNNs over a fixed number of steps, but {looping} "
+                "read sequences of any length (the TFLite calibrator crashes on their "
+                "loop). Give keras.Input a fixed number of steps, or use 'dynamic'."
+            )
+        samples = _export.calibration_samples(representative_data, layout, batch)
+    with _native_logs_held_back():
+        if samples is not None and any(how == "fuse" for _, how in plan):
+            flatbuffer, variant = _best_int8_lstm(model, layout, plan, batch, samples, int8_io)
+        else:
+            flatbuffer = _export.convert_once(model, layout, plan, batch, quantization, samples, int8_io)
+            variant = None
+    metadata = {
+        "version": 1,
+        "input_structure": layout.structure,
+        "inputs": layout.names,
+        "output_structure": layout.output_structure,
+        "outputs": _output_names(flatbuffer, layout),
+        "batch_size": batch,
+        "rnn": {layer.name: how for layer, how in plan},
+        "int8_variant": variant,
+    }
+    flatbuffer = _flatbuffer.rewrite(
+        flatbuffer, metadata, unclip_lstm=quantization in (None, "float16", "dynamic")
+    )
     if output_path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
         with open(output_path, "wb") as f:
@@ -129,22 +161,80 @@ def convert(model, quantization=None, representative_data=None, int8_io=False, o
     return flatbuffer
 
 
+def _best_int8_lstm(model, layout, plan, batch, samples, int8_io):
+    """The int8 file closest to Keras among the quantizers (and unrolling) for fused LSTMs."""
+    candidates = [("fused, legacy quantizer", plan, batch, False), ("fused", plan, batch, True)]
+    if all(how == "fuse" for _, how in plan) and all(None not in s.shape[1:] for s in layout.specs):
+        candidates.append(("unrolled", [(layer, "unroll") for layer, _ in plan], None, True))
+    check = samples[:64]
+    arrays = [np.concatenate([s[name] for s in check]) for name in layout.names]
+    expected = keras.tree.flatten(model(layout.keras_inputs(arrays), training=False))
+    best = None
+    for name, candidate, candidate_batch, new_quantizer in candidates:
+        flatbuffer = _export.convert_once(
+            model, layout, candidate, candidate_batch, "int8", samples, int8_io, new_quantizer
+        )
+        runtime = _litert.Runtime(flatbuffer, order=(layout.names, _output_names(flatbuffer, layout)))
+        got = runtime.run(arrays, 64)
+        score = min(_cosine(np.asarray(e), g) for e, g in zip(expected, got))
+        if best is None or score > best[0] + 1e-3:
+            best = (score, flatbuffer, name)
+        if score > 0.999:
+            break
+    if best[0] < 0.99:
+        warnings.warn(
+            f"The int8 file of model '{model.name}' agrees with Keras only to cosine "
+            f"{best[0]:.3f} on the calibration data (best of: {', '.join(c[0] for c in candidates)}): "
+            f"TFLite's int8 kernel of the fused LSTMs {[l.name for l, _ in plan]} loses "
+            "precision here. Give keras.Input a fixed number of steps (the LSTMs can then be "
+            "unrolled), or use quantization='dynamic'.",
+            stacklevel=3,
+        )
+    return best[1], best[2]
+
+
+def _cosine(a, b):
+    a, b = a.ravel().astype("float64"), b.ravel().astype("float64")
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def _output_names(flatbuffer, layout):
+    """The signature's output names in Keras order (`output_<i>`, or sorted dict keys)."""
+    names = list(_litert.signature_outputs(flatbuffer))
+    if layout.output_structure == "dict":
+        return sorted(names)
+    return sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))
+
+
 def predict(tflite, x, batch_size=256, num_threads=None):
     """Runs a `.tflite` model on `x` with the LiteRT interpreter.
 
     int8 input tensors get `x / scale + zero_point` (rounded, clipped); int8
     outputs are dequantized, so the result is comparable with Keras'
-    `model.predict`.
+    `model.predict`. `x` is checked first (finite numbers, the input's shape
+    and, for integer inputs such as token ids, whole numbers).
 
     Args:
         tflite: The flatbuffer (`bytes`) or the path of a `.tflite` file.
-        x: Numpy array of inputs, first axis = examples (a list of arrays for
-            a model with several inputs).
-        batch_size: Examples per interpreter call.
+        x: Numpy array of inputs, first axis = examples; for a model with
+            several inputs a list of arrays (in the Keras model's input order)
+            or a dict `{input name: array}`.
+        batch_size: Examples per interpreter call (a model converted for a
+            fixed batch size runs in batches of that size).
         num_threads: Interpreter threads (None: LiteRT's default).
 
     Returns:
-        Numpy float32 array of the (first) output, one row per example.
+        For a model with one output, a numpy array (float32 unless the output
+        is an integer tensor), one row per example. With several outputs,
+        a list of arrays in the Keras model's output order, or a dict by
+        output name when the Keras model's outputs were a dict.
+
+    Raises:
+        ValueError: for a file that is not a valid TFLite model, `x` that
+            does not fit the model's inputs (the message names the input), or
+            a model LiteRT refuses to prepare or run (e.g. a token id outside
+            an embedding's table).
+        TypeError: for a `tflite` that is neither bytes nor a path.
 
     Example:
 
@@ -153,57 +243,62 @@ def predict(tflite, x, batch_size=256, num_threads=None):
     >>> predict(convert(model), np.ones((3, 4), "float32")).shape
     (3, 2)
     """
-    interpreter = _interpreter(tflite, num_threads)
-    inputs = interpreter.get_input_details()
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    if len(xs) != len(inputs):
-        raise ValueError(
-            f"The model has {len(inputs)} inputs but x holds {len(xs)} arrays."
-        )
-    xs = [np.asarray(a) for a in xs]
-    n = len(xs[0])
-    output = interpreter.get_output_details()[0]
-    results, current = [], None
-    for start in range(0, n, batch_size):
-        chunk = [a[start : start + batch_size] for a in xs]
-        if current != len(chunk[0]):
-            for detail, a in zip(inputs, chunk):
-                interpreter.resize_tensor_input(detail["index"], a.shape)
-            interpreter.allocate_tensors()
-            current = len(chunk[0])
-            inputs = interpreter.get_input_details()
-            output = interpreter.get_output_details()[0]
-        for detail, a in zip(inputs, chunk):
-            interpreter.set_tensor(detail["index"], _to_input(a, detail))
-        interpreter.invoke()
-        results.append(_from_output(interpreter.get_tensor(output["index"]), output))
-    return np.concatenate(results, axis=0)
+    runtime, arrays = _runtime_and_inputs(tflite, x, batch_size, num_threads)
+    return runtime.structure(runtime.run(arrays, batch_size))
 
 
-def evaluate(tflite, x, y, batch_size=256):
-    """Top-1 accuracy of a `.tflite` classifier.
+def evaluate(tflite, x, y, batch_size=256, threshold=None):
+    """Accuracy of a `.tflite` classifier, scored as Keras' `"accuracy"` metric does.
+
+    How each output is scored follows its shape and the op that computes it
+    (read from the `.tflite`):
+
+    * several units: top-1 against integer labels (`(n,)` or `(n, 1)`) or
+      one-hot rows (`(n, classes)`); for a sigmoid (multi-label) head, a `y`
+      shaped like the output is scored unit by unit at the threshold;
+    * one unit (binary): `output > threshold` against 0/1 labels. The
+      threshold defaults to 0.5 after a sigmoid (probabilities: the op
+      before the output is LOGISTIC) and to 0 otherwise (logits);
+      pass `threshold` to choose it.
 
     Args:
         tflite: Flatbuffer bytes or `.tflite` path.
-        x: Inputs (numpy array).
-        y: Integer labels, or one-hot rows.
+        x: Inputs, as for `predict`.
+        y: Labels. For several outputs, a list (Keras order) or dict (by
+            output name) of label arrays; None skips an output.
         batch_size: Examples per interpreter call.
+        threshold: Decision threshold of one-unit and sigmoid outputs; None
+            chooses as above.
 
     Returns:
-        Dict `{"accuracy": float, "num_examples": int}`.
+        `{"accuracy": float, "num_examples": int}`; with several outputs,
+        `"accuracy"` is a list or dict (as `predict` returns outputs) with
+        None for skipped outputs.
+
+    Raises:
+        ValueError: for labels that do not fit the outputs: another number of
+            examples than `x`, another shape, class ids outside the output's
+            classes, binary labels other than 0 and 1, non-finite values.
     """
-    y = np.asarray(y)
-    if y.ndim > 1 and y.shape[-1] > 1:
-        y = np.argmax(y, axis=-1)
-    logits = predict(tflite, x, batch_size=batch_size)
-    pred = np.argmax(logits, axis=-1) if logits.ndim > 1 and logits.shape[-1] > 1 else (
-        logits.reshape(-1) > 0
-    ).astype(y.dtype)
-    return {"accuracy": float(np.mean(pred == y.reshape(-1))), "num_examples": int(len(y))}
+    if threshold is not None:
+        threshold = _validate.check_number("threshold", threshold)
+    runtime, arrays = _runtime_and_inputs(tflite, x, batch_size, None)
+    names = [name for name, _ in runtime.outputs]
+    labels = _scoring.labels_per_output(y, names, arrays[0])
+    outputs = runtime.run(arrays, batch_size)
+    scores = [
+        None if label is None else _scoring.accuracy(out, label, producer, threshold, label_name)
+        for out, (label_name, label), producer in zip(outputs, labels, runtime.output_producers())
+    ]
+    return {"accuracy": runtime.structure(scores), "num_examples": len(arrays[0])}
 
 
 def benchmark(tflite, num_threads=1, runs=200, warmup=20):
     """Per-inference latency of a `.tflite` model on this CPU (batch of 1).
+
+    Inputs are random floats (zeros for integer inputs such as token ids);
+    dimensions the model leaves free besides the batch (e.g. the number of
+    steps of an RNN converted without a fixed length) are set to 1.
 
     Args:
         tflite: Flatbuffer bytes or `.tflite` path.
@@ -216,23 +311,23 @@ def benchmark(tflite, num_threads=1, runs=200, warmup=20):
         and `size_bytes` (of the flatbuffer).
 
     Raises:
-        ValueError: if `runs` < 1.
+        ValueError: if `runs` < 1, `warmup` < 0, `num_threads` < 1, or the
+            file is not a valid TFLite model.
     """
-    from tfcompress._validate import check_int
-
-    check_int("runs", runs, minimum=1)
-    check_int("warmup", warmup, minimum=0)
-    check_int("num_threads", num_threads, minimum=1)
-    interpreter = _interpreter(tflite, num_threads)
+    runs = _validate.check_int("runs", runs, minimum=1)
+    warmup = _validate.check_int("warmup", warmup, minimum=0)
+    num_threads = _validate.check_int("num_threads", num_threads, minimum=1)
+    runtime = _litert.Runtime(tflite, num_threads)
     rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        shape = [1 if d in (-1, None) else d for d in detail["shape_signature"]]
-        shape[0] = 1
-        interpreter.resize_tensor_input(detail["index"], shape)
-    interpreter.allocate_tensors()
-    for detail in interpreter.get_input_details():
-        x = rng.random(detail["shape"]).astype("float32")
-        interpreter.set_tensor(detail["index"], _to_input(x, detail))
+    example = []
+    for spec in runtime.input_specs():
+        shape = (1,) + tuple(1 if d is None else d for d in spec.shape[1:])
+        if spec.dtype.kind in "iu":  # token ids: small valid ids
+            example.append(np.zeros(shape, spec.dtype))
+        else:
+            example.append(rng.random(shape).astype(spec.dtype))
+    runtime.run(example, 1)
+    interpreter = runtime.interpreter
     for _ in range(warmup):
         interpreter.invoke()
     times = []
@@ -247,8 +342,20 @@ def benchmark(tflite, num_threads=1, runs=200, warmup=20):
         "mean_ms": statistics.fmean(times),
         "runs": runs,
         "num_threads": num_threads,
-        "size_bytes": len(_read(tflite)),
+        "size_bytes": len(runtime.data),
     }
+
+
+def _runtime_and_inputs(tflite, x, batch_size, num_threads):
+    _validate.check_int("batch_size", batch_size, minimum=1)
+    runtime = _litert.Runtime(tflite, num_threads)
+    if not runtime.ordered_inputs and not isinstance(x, dict):
+        raise ValueError(
+            f"{runtime.where} does not record the order of its {len(runtime.inputs)} inputs "
+            "(it was not written by tfcompress.lite.convert): pass x as a dict by input "
+            f"name {[name for name, _ in runtime.inputs]}."
+        )
+    return runtime, _validate.check_inputs(x, runtime.input_specs())
 
 
 @contextlib.contextmanager
@@ -257,51 +364,21 @@ def _native_logs_held_back():
 
     Their C++ layers log a few dozen lines per conversion, written straight to
     the process' stderr where `TF_CPP_MIN_LOG_LEVEL` set after TensorFlow's
-    import cannot silence them. The lines are shown only if conversion fails.
+    import cannot silence them. If conversion fails, the error says why (the
+    converter's reason is in its message) and carries the log as a note, shown
+    with its traceback (`tfcompress --debug`), so the CLI keeps its one line.
     """
     release = hold_back_fd2()
     try:
         yield
-    except BaseException:
-        sys.stderr.write(release())
+    except BaseException as error:
+        log = release().strip()
+        if log and hasattr(error, "add_note"):  # Python 3.11+
+            error.add_note(f"TensorFlow's log of the conversion:\n{log}")
+        elif log:
+            sys.stderr.write(log + "\n")
         raise
     release()
-
-
-def _read(tflite):
-    if isinstance(tflite, (bytes, bytearray)):
-        return bytes(tflite)
-    if isinstance(tflite, (str, os.PathLike)):
-        with open(tflite, "rb") as f:
-            return f.read()
-    raise TypeError(
-        "tflite must be the flatbuffer bytes or a .tflite path. "
-        f"Received: {type(tflite).__name__}"
-    )
-
-
-def _interpreter(tflite, num_threads=None):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=_read(tflite), num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _to_input(x, detail):
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        q = np.round(np.asarray(x, "float32") / scale + zero_point)
-        return np.clip(q, info.min, info.max).astype(detail["dtype"])
-    return np.asarray(x, detail["dtype"])
-
-
-def _from_output(y, detail):
-    if detail["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = detail["quantization"]
-        return ((y.astype("float32") - zero_point) * scale).astype("float32")
-    return y.astype("float32")
 
 
 def _is_qat(model):
@@ -310,43 +387,3 @@ def _is_qat(model):
     return any(isinstance(l, QuantizeWrapper) for l in _rewrite.iter_layers(model))
 
 
-def _input_shapes(model, representative_data):
-    """Input shapes without the batch axis."""
-    if _rewrite.is_graph_model(model) or getattr(model, "inputs", None):
-        return [tuple(t.shape[1:]) for t in model.inputs]
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) == 1:
-        shape = next(iter(shapes.values()))
-        if shape is not None and not isinstance(shape[0], (list, tuple, dict)):
-            return [tuple(shape[1:])]
-    if representative_data is not None and isinstance(representative_data, np.ndarray):
-        return [representative_data.shape[1:]]
-    raise ValueError(
-        f"Cannot tell the input shape of subclassed model '{model.name}'. Build it "
-        "with model.build((None, ...)) or call it once on a batch before converting."
-    )
-
-
-def _calibration_samples(data, input_shapes):
-    expected = tuple(input_shapes[0])
-    batches = [data] if isinstance(data, np.ndarray) else data
-    samples = []
-    for batch in batches:
-        if isinstance(batch, (tuple, list)) and not isinstance(batch, np.ndarray):
-            batch = batch[0]
-        batch = np.asarray(batch, "float32")
-        if batch.shape[1:] != expected and batch.shape == expected:
-            batch = batch[np.newaxis]
-        if tuple(batch.shape[1:]) != expected:
-            raise ValueError(
-                f"representative_data has examples of shape {tuple(batch.shape[1:])} "
-                f"(batch shape {tuple(batch.shape)}), but the model input expects "
-                f"{expected} (plus a batch axis)."
-            )
-        for row in batch:
-            samples.append(row[np.newaxis])
-            if len(samples) >= _MAX_CALIBRATION_SAMPLES:
-                return samples
-    if not samples:
-        raise ValueError("representative_data is empty: give at least one example.")
-    return samples

@@ -6,7 +6,8 @@ the whole model the float32 size, the actual size, the gzip size, and two
 bounds on what an entropy coder could reach: the Shannon entropy of each
 tensor's values and the size of a Huffman code of them (as in Deep Compression,
 Han et al. 2016). Only numpy is needed; `.tflite` files are read through the
-LiteRT flatbuffer schema, imported when needed.
+LiteRT flatbuffer schema, after `tfcompress._flatbuffer.check_model` and
+LiteRT's verifier have accepted the file.
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ import os
 import keras
 import numpy as np
 
-from tfcompress import _rewrite
+from tfcompress import _flatbuffer, _rewrite, _validate
 
 
 def huffman_code_lengths(counts):
@@ -196,8 +197,9 @@ def summarize(obj):
 
     Raises:
         TypeError: for an object that is none of the above.
-        ValueError: for bytes or a (non-`.keras`) file that is not a TFLite
-            model.
+        ValueError: for bytes or a (non-`.keras`) file that is not a valid
+            TFLite model (truncated, corrupted, junk after a right header),
+            or a `.keras` file that is not a complete Keras archive.
         FileNotFoundError: for a path that does not exist.
 
     Example:
@@ -209,20 +211,16 @@ def summarize(obj):
     ```
     """
     if isinstance(obj, keras.Model):
+        if not obj.built:
+            _validate.check_built(obj, "report")
         return _from_tensors("keras", keras_weights(obj))
-    if isinstance(obj, (str, os.PathLike)):
-        if not os.path.exists(obj):
-            raise FileNotFoundError(f"No such file. Received: obj={str(obj)!r}")
-        if str(obj).endswith(".keras"):
-            return _from_tensors("keras", keras_weights(keras.saving.load_model(obj)))
-        with open(obj, "rb") as f:
-            obj = f.read()
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        data = bytes(obj)
-        tensors = tflite_weights(data)
-        return _from_tensors("tflite", tensors, file_bytes=data)
+    if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras"):
+        return _from_tensors("keras", keras_weights(_validate.load_keras_model(obj, "obj")))
+    if isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview)):
+        data = _validate.read_flatbuffer(obj, "obj")
+        return _from_tensors("tflite", tflite_weights(data), file_bytes=data)
     raise TypeError(
-        "summarize expects a keras.Model, a .tflite path or .tflite bytes. "
+        "summarize expects a keras.Model, a .keras or .tflite path, or .tflite bytes. "
         f"Received: obj={obj!r} of type {type(obj).__name__}"
     )
 
@@ -259,25 +257,9 @@ def keras_weights(model):
     return result
 
 
-_TFLITE_DTYPES = {
-    "FLOAT32": np.float32,
-    "FLOAT16": np.float16,
-    "FLOAT64": np.float64,
-    "INT8": np.int8,
-    "UINT8": np.uint8,
-    "INT16": np.int16,
-    "UINT16": np.uint16,
-    "INT32": np.int32,
-    "UINT32": np.uint32,
-    "INT64": np.int64,
-    "UINT64": np.uint64,
-    "BOOL": np.bool_,
-}
-
-
 # INT4 tensors (two values per byte) are unpacked to int8 values of this dtype:
 # int8 carrying a note that the file stores them in 4 bits.
-INT4 = np.dtype(np.int8, metadata={"stored_bits": 4})
+INT4 = _flatbuffer.INT4
 
 
 def stored_bits(values):
@@ -291,13 +273,6 @@ def stored_bits(values):
     return (values.dtype.metadata or {}).get("stored_bits", 8 * values.dtype.itemsize)
 
 
-def _unpack_int4(raw, size):
-    """Packed INT4 (low nibble first, two's complement) -> `size` int8 values."""
-    packed = np.frombuffer(raw, dtype=np.uint8)
-    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1)[:size]
-    return (nibbles.astype(np.int8) ^ 8) - 8  # 0..15 -> -8..7
-
-
 def tflite_weights(data):
     """`[(name, numpy array, zero value)]` of the constant tensors of a `.tflite`.
 
@@ -306,60 +281,16 @@ def tflite_weights(data):
     tensors come unpacked, with the dtype `INT4` (see `stored_bits`).
 
     Args:
-        data: The bytes of a `.tflite` file.
+        data: The bytes (or the path) of a `.tflite` file.
 
     Returns:
         A list of `(name, array, zero)` triples.
 
     Raises:
-        ValueError: if `data` is not a TFLite flatbuffer.
+        ValueError: if `data` is not a valid TFLite model (truncated,
+            corrupted, or not a flatbuffer at all).
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError(
-            "Not a TFLite model (missing the 'TFL3' identifier). "
-            f"Received: {len(data)} bytes starting with {bytes(data[:8])!r}"
-        )
-    model = schema.Model.GetRootAs(data, 0)
-    names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    result, seen = [], set()
-    for s in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(s)
-        for t in range(graph.TensorsLength()):
-            tensor = graph.Tensors(t)
-            index = tensor.Buffer()
-            if index == 0 or index in seen or index >= model.BuffersLength():
-                continue
-            buffer = model.Buffers(index)
-            if buffer.Offset() > 1:  # stored after the flatbuffer (large models)
-                raw = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
-            elif buffer.DataLength():
-                raw = buffer.DataAsNumpy().tobytes()
-            else:
-                continue
-            type_name = names.get(tensor.Type(), "")
-            dtype = _TFLITE_DTYPES.get(type_name)
-            if dtype is None and type_name != "INT4":
-                continue
-            seen.add(index)
-            shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            if type_name == "INT4":
-                values = _unpack_int4(raw, int(np.prod(shape))).astype(INT4)
-            else:
-                values = np.frombuffer(raw, dtype=dtype)
-            if int(np.prod(shape)) == values.size:
-                values = values.reshape(shape)
-            zero = 0
-            quant = tensor.Quantization()
-            if quant is not None and quant.ZeroPointLength():
-                zero_points = quant.ZeroPointAsNumpy()
-                if np.all(zero_points == zero_points[0]):
-                    zero = int(zero_points[0])
-            # The converter names fused tensors "a;b;c"; the first part says which layer.
-            name = tensor.Name().decode("utf-8", "replace").split(";")[0]
-            result.append((name, values, zero))
-    return result
+    return _flatbuffer.constant_tensors(_validate.read_flatbuffer(data, "data"))
 
 
 def _from_tensors(source, tensors, file_bytes=None):
@@ -435,9 +366,7 @@ class CompressionSummaries(keras.callbacks.Callback):
 
     def __init__(self, min_rank=2):
         super().__init__()
-        if isinstance(min_rank, bool) or not isinstance(min_rank, int) or min_rank < 0:
-            raise ValueError(f"min_rank must be an int >= 0. Received: min_rank={min_rank!r}")
-        self.min_rank = min_rank
+        self.min_rank = _validate.check_int("min_rank", min_rank, minimum=0)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

@@ -75,6 +75,18 @@ class ClusterWeights(CompressionWrapper):
         self._clusters = []
         for i, variable in enumerate(self.target_weights):
             values = keras.ops.convert_to_numpy(variable)
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"Cannot cluster weight '{variable.path}' of layer '{self.layer.name}': "
+                    "it holds NaN or infinity (did training diverge?)."
+                )
+            if self.number_of_clusters > values.size:
+                raise ValueError(
+                    f"number_of_clusters={self.number_of_clusters} is more than the "
+                    f"{values.size} values of weight '{variable.path}' of layer "
+                    f"'{self.layer.name}'. Give this layer at most {values.size} clusters "
+                    "(a dict {layer_name: number_of_clusters} sets it per layer)."
+                )
             mask = values != 0 if self.preserve_sparsity else np.ones_like(values, bool)
             init = centroids_lib.init_centroids(
                 values[mask], self.number_of_clusters, self.cluster_centroids_init, seed=i

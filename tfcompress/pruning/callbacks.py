@@ -2,7 +2,7 @@
 
 import keras
 
-from tfcompress import _rewrite
+from tfcompress import _rewrite, _validate
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
 
@@ -78,13 +78,14 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def __init__(self, log_dir=None, update_freq="epoch"):
         super().__init__()
-        if update_freq != "epoch" and not (
-            isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq >= 1
-        ):
-            raise ValueError(
-                'update_freq must be "epoch" or an integer >= 1. '
-                f"Received: update_freq={update_freq!r}"
-            )
+        if not (isinstance(update_freq, str) and update_freq == "epoch"):
+            try:
+                update_freq = _validate.check_int("update_freq", update_freq, minimum=1)
+            except ValueError:
+                raise ValueError(
+                    'update_freq must be "epoch" or an integer >= 1. '
+                    f"Received: update_freq={update_freq!r}"
+                ) from None
         if log_dir is not None:
             _require_tensorboard()
         self.log_dir = log_dir

@@ -7,6 +7,8 @@ the result.
 
 from keras import ops
 
+from tfcompress._validate import check_int, check_int_pair, check_one_of
+
 
 def magnitude_mask(weight, sparsity):
     """Zeros the `round(sparsity * size)` weights of smallest magnitude.
@@ -55,7 +57,10 @@ def block_mask(weight, sparsity, block_size, pooling="AVG"):
     Returns:
         A mask tensor with the shape and dtype of `weight`.
     """
-    rows_per_block, cols_per_block = block_size
+    rows_per_block, cols_per_block = check_int_pair("block_size", block_size)
+    check_one_of("pooling", pooling, ("AVG", "MAX"))
+    if len(weight.shape) < 2:
+        raise ValueError(f"block_mask needs a weight of rank >= 2. Received shape {tuple(weight.shape)}")
     matrix = ops.reshape(ops.abs(weight), (-1, int(weight.shape[-1])))
     rows, cols = (int(d) for d in matrix.shape)
     pad_rows, pad_cols = -rows % rows_per_block, -cols % cols_per_block
@@ -91,6 +96,12 @@ def m_by_n_mask(weight, m, n):
     >>> ops.convert_to_numpy(m_by_n_mask(w, 2, 4)).ravel().tolist()
     [1.0, 0.0, 1.0, 0.0]
     """
+    m, n = check_int("m", m, minimum=1), check_int("n", n, minimum=2)
+    if m >= n or len(weight.shape) < 2 or weight.shape[-2] % n:
+        raise ValueError(
+            f"m_by_n_mask needs 0 < m < n and a weight whose axis -2 is a multiple of n. "
+            f"Received: m={m}, n={n}, weight shape {tuple(weight.shape)}"
+        )
     inputs_last = ops.moveaxis(ops.abs(weight), -2, -1)
     groups = ops.reshape(inputs_last, (-1, n))
     ranks = ops.argsort(ops.argsort(groups, axis=-1), axis=-1)

@@ -7,9 +7,10 @@ every `frequency` steps from `begin_step` through `end_step`.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
-from tfcompress._validate import check_fraction, check_int
+from tfcompress._validate import check_fraction, check_int, check_number
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -29,7 +30,7 @@ class PruningSchedule:
         self.begin_step = check_int("begin_step", begin_step, minimum=0)
         self.end_step = check_int("end_step", end_step, minimum=-1)
         self.frequency = check_int("frequency", frequency, minimum=1)
-        if end_step != -1 and end_step < begin_step:
+        if self.end_step != -1 and self.end_step < self.begin_step:
             raise ValueError(
                 "end_step must be >= begin_step (or -1 for no end). "
                 f"Received: end_step={end_step!r}, begin_step={begin_step!r}"
@@ -126,9 +127,10 @@ class PolynomialDecay(PruningSchedule):
         frequency: Masks are updated every `frequency` steps.
 
     Raises:
-        ValueError: for a sparsity outside [0, 1), a negative step,
-            `end_step < begin_step`, `end_step=-1`, a `frequency` below 1 or a
-            non-positive `power`.
+        ValueError: for a sparsity outside [0, 1), a `final_sparsity` below
+            `initial_sparsity`, a negative step, `end_step < begin_step`,
+            `end_step=-1`, a `frequency` below 1 or a `power` that is not a
+            finite number > 0.
 
     Example:
 
@@ -146,7 +148,7 @@ class PolynomialDecay(PruningSchedule):
         power=3,
         frequency=100,
     ):
-        if end_step == -1:
+        if not isinstance(end_step, (bool, np.bool_)) and end_step == -1:
             raise ValueError(
                 "PolynomialDecay needs an end_step where final_sparsity is reached. "
                 f"Received: end_step={end_step!r}"
@@ -154,9 +156,18 @@ class PolynomialDecay(PruningSchedule):
         super().__init__(begin_step, end_step, frequency)
         self.initial_sparsity = check_fraction("initial_sparsity", initial_sparsity)
         self.final_sparsity = check_fraction("final_sparsity", final_sparsity)
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(f"power must be a number > 0. Received: power={power!r}")
-        self.power = power
+        if self.final_sparsity < self.initial_sparsity:
+            # Masks only ever grow (pruned weights stay pruned), so a falling
+            # target would silently stay at initial_sparsity.
+            raise ValueError(
+                "final_sparsity must be >= initial_sparsity: sparsity only grows during "
+                f"pruning. Received: initial_sparsity={initial_sparsity!r}, "
+                f"final_sparsity={final_sparsity!r}"
+            )
+        try:
+            self.power = check_number("power", power, minimum=0, exclusive_minimum=True)
+        except ValueError:  # nan and inf too: not a usable exponent
+            raise ValueError(f"power must be a number > 0. Received: power={power!r}") from None
 
     def sparsity(self, step):
         step = ops.cast(step, "float32")

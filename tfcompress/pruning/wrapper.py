@@ -1,10 +1,11 @@
 """`PruneLowMagnitude`: the layer wrapper that masks weights during training."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfcompress import _layers
-from tfcompress._validate import check_int, check_one_of
+from tfcompress._validate import check_int, check_int_pair, check_one_of
 from tfcompress._state import state_variable
 from tfcompress._wrapper import CompressionWrapper
 from tfcompress.pruning import masks
@@ -124,6 +125,14 @@ class PruneLowMagnitude(CompressionWrapper):
                 f"'{self.layer.name}' has weight '{weight.name}' of shape "
                 f"{tuple(weight.shape)}."
             )
+        if self.block_size != (1, 1):
+            rows, cols = int(np.prod(weight.shape[:-1])), int(weight.shape[-1])
+            if -(-rows // self.block_size[0]) * -(-cols // self.block_size[1]) < 2:
+                raise ValueError(
+                    f"block_size={self.block_size} covers the whole weight '{weight.name}' "
+                    f"of layer '{self.layer.name}' (a {rows}x{cols} matrix): pruning its one "
+                    "block would zero the whole layer. Use blocks smaller than the kernel."
+                )
 
     def weight_values(self, training):
         return [w * m for w, m in zip(self.target_weights, self.masks)]
@@ -156,7 +165,7 @@ class PruneLowMagnitude(CompressionWrapper):
 
 def check_pruning_arguments(block_size, block_pooling_type, sparsity_m_by_n):
     """Validates the pruning pattern; returns `(block_size, pooling, m_by_n)` normalized."""
-    block_size = _check_block_size(block_size)
+    block_size = check_int_pair("block_size", block_size)
     block_pooling_type = check_one_of("block_pooling_type", block_pooling_type, ("AVG", "MAX"))
     m_by_n = _check_m_by_n(sparsity_m_by_n)
     if m_by_n and block_size != (1, 1):
@@ -165,20 +174,6 @@ def check_pruning_arguments(block_size, block_pooling_type, sparsity_m_by_n):
             f"sparsity_m_by_n={sparsity_m_by_n!r}, block_size={block_size!r}"
         )
     return block_size, block_pooling_type, m_by_n
-
-
-def _check_block_size(block_size):
-    ok = (
-        isinstance(block_size, (tuple, list))
-        and len(block_size) == 2
-        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in block_size)
-    )
-    if not ok:
-        raise ValueError(
-            "block_size must be a pair of integers >= 1. "
-            f"Received: block_size={block_size!r}"
-        )
-    return tuple(block_size)
 
 
 def _check_m_by_n(m_by_n):

@@ -223,16 +223,14 @@ def _check_graph_model(model, fn_name):
             f"{type(model).__name__}: rebuild it with the functional API "
             "(keras.Model(inputs, outputs)) to quantize it."
         )
+    _validate.check_built(model, "quantize")
 
 
 def _quantize(model, mode, preserve_sparsity, preserve_clusters, weight_bits, strict=False):
     _check_graph_model(model, "quantize_model" if mode == "all" else "quantize_apply")
     preserve_sparsity = _validate.check_bool("preserve_sparsity", preserve_sparsity)
-    if preserve_clusters not in (None, True, False):
-        raise ValueError(
-            "preserve_clusters must be None, True or False. "
-            f"Received: preserve_clusters={preserve_clusters!r}"
-        )
+    if preserve_clusters is not None:
+        preserve_clusters = _validate.check_bool("preserve_clusters", preserve_clusters)
     bits = lowbit.WeightBits(weight_bits)
     source = model
     # Planned on our own copy, whose tensors the rebuild below walks.

@@ -9,7 +9,7 @@ int8 `.tflite` round the same tensors to the same grid.
 import keras
 from keras import ops
 
-from tfcompress._validate import check_int
+from tfcompress._validate import check_fraction, check_int, check_number
 
 _fake_quant = keras.quantizers.fake_quant_with_min_max_vars
 # A channel whose weights are all zero (a pruned filter) still needs a range.
@@ -42,7 +42,9 @@ class WeightQuantizer:
 
     def __init__(self, channel_axes=None, num_bits=8):
         if channel_axes is not None:
-            channel_axes = tuple(int(a) for a in channel_axes)
+            if not isinstance(channel_axes, (tuple, list)):
+                channel_axes = (channel_axes,)
+            channel_axes = tuple(check_int("channel_axes", a) for a in channel_axes)
             if any(a >= 0 for a in channel_axes) or channel_axes != tuple(
                 range(-len(channel_axes), 0)
             ):
@@ -132,10 +134,13 @@ class ActivationQuantizer:
     """
 
     def __init__(self, ema_decay=0.99, fixed_range=None, num_bits=8):
-        if isinstance(ema_decay, bool) or not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay!r}")
+        ema_decay = check_fraction("ema_decay", ema_decay)
         if fixed_range is not None:
-            lo, hi = (float(v) for v in fixed_range)
+            if not isinstance(fixed_range, (tuple, list)) or len(fixed_range) != 2:
+                raise ValueError(
+                    f"fixed_range must be None or a pair (min, max). Received: fixed_range={fixed_range!r}"
+                )
+            lo, hi = (check_number("fixed_range", v) for v in fixed_range)
             if not lo <= 0.0 <= hi or lo == hi:
                 raise ValueError(
                     "fixed_range must be (min, max) with min <= 0 <= max and min < max. "

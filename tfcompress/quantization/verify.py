@@ -1,6 +1,7 @@
 """Converting a model with low-bit weights, and checking they came out as INT4.
 
-`tfcompress.lite.convert` hands its configured converter to `convert_checked`.
+`tfcompress.lite.convert` hands its configured converter to `prepare_converter`
+and the result to `check_int4`.
 For a QAT model whose weights are on a grid of at most 4 bits (`weight_bits`
 4, 2 or 1) it refuses a float export (LiteRT cannot run 4-bit
 quantize-dequantize pairs), and otherwise
@@ -56,23 +57,26 @@ def low_bit_weights(model):
     return found
 
 
-def convert_checked(converter, model):
-    """`converter.convert()`, with the low-bit mode and check for a low-bit model.
+def prepare_converter(converter, model):
+    """Sets the low-bit conversion mode on `converter` for a low-bit `model`.
+
+    Call it before `converter.convert()`, then `check_int4` on the result with
+    what it returns.
 
     Args:
         converter: A configured `tf.lite.TFLiteConverter` for `model`.
         model: The Keras model it converts.
 
     Returns:
-        The flatbuffer bytes.
+        The `LowBitWeight`s expected as INT4 (empty for other models, whose
+        converter is left as it was).
 
     Raises:
-        ValueError: for a low-bit model converted without quantization, or
-            if a low-bit weight is not INT4 in the result.
+        ValueError: for a low-bit model converted without quantization.
     """
     expected = low_bit_weights(model)
     if not expected:
-        return converter.convert()
+        return expected
     if not converter.optimizations:
         # A float export keeps each FakeQuant as a quantize-dequantize pair,
         # which at 4 bits is a QUANTIZE to UINT4 that LiteRT cannot run.
@@ -83,9 +87,7 @@ def convert_checked(converter, model):
             "Received: quantization=None"
         )
     converter._experimental_qdq_conversion_mode = "STATIC"
-    flatbuffer = converter.convert()
-    check_int4(flatbuffer, expected)
-    return flatbuffer
+    return expected
 
 
 def check_int4(flatbuffer, expected):
