@@ -88,6 +88,20 @@ COMPUTING_LAYERS = (
     L.Normalization,  # constant mean / variance: SUB + MUL in TFLite
 )
 
+# Weightless layers that combine same-shaped inputs element by element.
+MERGE_LAYERS = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+
+# Layers applying one function to each value: channel c of the output depends
+# on channel c of the input only (an `Activation` only with an element-wise
+# function: see `MIXING_ACTIVATIONS`).
+ELEMENTWISE_LAYERS = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation)
+
+# Activations that mix the values of the last axis (they are not element-wise).
+MIXING_ACTIVATIONS = ("softmax", "log_softmax", "glu", "sparsemax")
+
+# Layers whose output channels (filters, units) channel pruning removes.
+CHANNEL_PRODUCER_LAYERS = (L.Dense,) + CONV_LAYERS + SEPARABLE_LAYERS
+
 # Activations TFLite fuses into the preceding conv / fully-connected op.
 FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
 

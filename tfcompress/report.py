@@ -88,6 +88,7 @@ class TensorRow:
     bits_per_weight: float  # Shannon entropy of the values
     bytes: int
     huffman_bytes: int
+    macs: int = None  # of the layer, on its first weight (Keras models only)
 
 
 @dataclasses.dataclass
@@ -108,6 +109,8 @@ class CompressionReport:
             not counted). A Huffman code spends at least one bit per weight,
             so on very sparse tensors gzip (which codes runs of zeros) can be
             smaller; the entropy bound is the one neither can beat value by value.
+        macs: Multiply-accumulates of one inference (`tfcompress.count_macs`;
+            Keras models only, else None).
     """
 
     source: str
@@ -117,6 +120,7 @@ class CompressionReport:
     gzip_bytes: int
     entropy_bytes: int
     huffman_bytes: int
+    macs: int = None
 
     @property
     def params(self):
@@ -140,6 +144,7 @@ class CompressionReport:
             "gzip_bytes": self.gzip_bytes,
             "entropy_bytes": self.entropy_bytes,
             "huffman_bytes": self.huffman_bytes,
+            "macs": self.macs,
             "rows": [
                 {**dataclasses.asdict(row), "shape": list(row.shape)} for row in self.rows
             ],
@@ -155,7 +160,10 @@ class CompressionReport:
             table.add_column(header, justify="left" if header == "dtype" else "right")
         for header in ("entropy bits/w", "bytes", "Huffman bytes"):
             table.add_column(header, justify="right")
+        if self.macs is not None:
+            table.add_column("MACs", justify="right")
         for row in self.rows:
+            macs = [] if self.macs is None else [f"{row.macs:,}" if row.macs else ""]
             table.add_row(
                 row.name,
                 "x".join(str(d) for d in row.shape) or "scalar",
@@ -166,6 +174,7 @@ class CompressionReport:
                 f"{row.bits_per_weight:.2f}",
                 _size(row.bytes),
                 _size(row.huffman_bytes),
+                *macs,
             )
         buffer = io.StringIO()
         console = Console(file=buffer, width=160, color_system=None, force_terminal=False)
@@ -179,6 +188,8 @@ class CompressionReport:
             f"entropy bound  {_size(self.entropy_bytes):>10}   {ratio(self.entropy_bytes)} smaller",
             f"Huffman coded  {_size(self.huffman_bytes):>10}   {ratio(self.huffman_bytes)} smaller",
         ]
+        if self.macs is not None:
+            lines.append(f"MACs per inference {self.macs:,}")
         return buffer.getvalue() + "\n".join(lines)
 
 
@@ -209,12 +220,13 @@ def summarize(obj):
     ```
     """
     if isinstance(obj, keras.Model):
-        return _from_tensors("keras", keras_weights(obj))
+        return _with_macs(_from_tensors("keras", keras_weights(obj)), obj)
     if isinstance(obj, (str, os.PathLike)):
         if not os.path.exists(obj):
             raise FileNotFoundError(f"No such file. Received: obj={str(obj)!r}")
         if str(obj).endswith(".keras"):
-            return _from_tensors("keras", keras_weights(keras.saving.load_model(obj)))
+            model = keras.saving.load_model(obj)
+            return _with_macs(_from_tensors("keras", keras_weights(model)), model)
         with open(obj, "rb") as f:
             obj = f.read()
     if isinstance(obj, (bytes, bytearray, memoryview)):
@@ -241,7 +253,9 @@ def keras_weights(model):
     if isinstance(model, Distiller):
         model = model.student
     shipped, skip = {}, set()
-    for layer in _rewrite.iter_layers(model):
+    for layer in [model, *_rewrite.iter_layers(model)]:
+        # Training state a model holds itself (channel masks, step counters).
+        skip.update(id(v) for v in getattr(layer, "compression_state_variables", ()))
         if not isinstance(layer, CompressionWrapper):
             continue
         inner_ids = {id(v) for v in layer.layer.weights}
@@ -257,6 +271,28 @@ def keras_weights(model):
             value = keras.ops.convert_to_numpy(variable)
         result.append((variable.path, np.asarray(value), 0))
     return result
+
+
+def _with_macs(report, model):
+    """Fills in the MACs of each layer (on its first weight's row) and the total."""
+    from tfcompress.distillation import Distiller
+    from tfcompress.macs import count_macs
+
+    if isinstance(model, Distiller):
+        model = model.student
+    try:
+        counts = count_macs(model)
+    except ValueError:  # no graph, or shapes that are not known
+        return report
+    first_weight = {
+        layer.weights[0].path: counts.layers[layer.name]
+        for layer in _rewrite.iter_layers(model)
+        if layer.name in counts.layers and layer.weights
+    }
+    for row in report.rows:
+        row.macs = first_weight.get(row.name)
+    report.macs = counts.total
+    return report
 
 
 _TFLITE_DTYPES = {
