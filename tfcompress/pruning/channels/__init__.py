@@ -6,7 +6,7 @@ by a `ChannelPruningModel` (`model.py`), and prunes during `fit`;
 `strip_channels` rebuilds the model with fewer filters.
 """
 
-from tfcompress.pruning.channels.api import channel_groups, prune_channels
+from tfcompress.pruning.channels.api import channel_groups, prune_channels, sparsity_for_macs
 from tfcompress.pruning.channels.graph import ChannelGroup
 from tfcompress.pruning.channels.model import ChannelPruningModel
 from tfcompress.pruning.channels.strip import strip_channels
@@ -18,5 +18,6 @@ __all__ = [
     "ChannelPruningModel",
     "channel_groups",
     "prune_channels",
+    "sparsity_for_macs",
     "strip_channels",
 ]

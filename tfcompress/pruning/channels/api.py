@@ -4,11 +4,12 @@ import numpy as np
 
 import keras
 
-from tfcompress import _graph, _rewrite
+from tfcompress import _graph, _layers, _rewrite
 from tfcompress.pruning.api import _check_schedule as check_schedule
 from tfcompress.pruning.channels import graph as channel_graph
 from tfcompress.pruning.channels.importance import check_importance
 from tfcompress.pruning.channels.model import ChannelPruningModel
+from tfcompress.pruning.channels.walk import MEMBER_LAYERS
 from tfcompress.pruning.channels.wrapper import ChannelMaskWrapper
 from tfcompress.pruning.schedules import ConstantSparsity
 
@@ -175,7 +176,7 @@ def _group_schedules(model, graph, schedules):
             continue
         if name not in graph.output_groups:
             layer = names[name]
-            if not isinstance(layer, channel_graph.MEMBER_LAYERS):
+            if not isinstance(layer, MEMBER_LAYERS):
                 raise ValueError(
                     f"pruning_schedule names layer '{name}' ({type(layer).__name__}), which has no "
                     "channels to prune: name a Conv, Dense, DepthwiseConv, SeparableConv or "
@@ -217,3 +218,93 @@ def max_sparsity(schedule):
     """The highest sparsity a (non-decreasing or constant) schedule reaches, as a float."""
     steps = [schedule.begin_step] + ([schedule.end_step] if schedule.end_step != -1 else [])
     return max(float(keras.ops.convert_to_numpy(schedule.sparsity(s))) for s in steps)
+
+
+def sparsity_for_macs(model, macs_ratio, groups=None):
+    """The uniform channel sparsity that brings a model down to `macs_ratio` of its MACs.
+
+    Counted, without training, from the model's channel groups: a group of n
+    channels at sparsity s keeps `n - round(s * n)`, and each layer's MACs
+    shrink with the kept fraction of its input and output channels (only the
+    input's for a depthwise conv). Give the result to `prune_channels` as the
+    final sparsity of every group.
+
+    Args:
+        model: A built Sequential or functional model.
+        macs_ratio: Target MACs of the stripped model over the model's, in (0, 1].
+        groups: Names of the groups to prune (`ChannelGroup.name`); None for
+            all. The others keep every channel: give `prune_channels` a dict
+            `{name: schedule for name in groups}`.
+
+    Returns:
+        The smallest sparsity (a float, to 1e-4) reaching the target. Counts
+        are whole channels, so the MACs may land below the target.
+
+    Raises:
+        ValueError: if `macs_ratio` is not in (0, 1], or no sparsity keeping
+            a channel in every group reaches it (too many MACs are in layers
+            whose channels are kept).
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    >>> outputs = keras.layers.Conv2D(4, 1)(keras.layers.Conv2D(16, 3, padding="same")(x))
+    >>> sparsity_for_macs(keras.Model(inputs, outputs), 0.5)  # 16 -> 10 filters: 0.43x
+    0.3438
+    """
+    from tfcompress._validate import check_number
+    from tfcompress.macs import count_macs
+
+    macs_ratio = check_number("macs_ratio", macs_ratio, minimum=0, maximum=1, exclusive_minimum=True)
+    _check_model(model)
+    graph = channel_graph.analyze(model)
+    if groups is not None:
+        names = [g.name for g in graph.groups]
+        unknown = sorted(set(groups) - set(names))
+        if unknown:
+            raise ValueError(f"groups names no channel group of model '{model.name}': {unknown}")
+        graph = graph.select([names.index(name) for name in groups])
+    counts = count_macs(model)
+    sizes = np.array([g.size for g in graph.groups], np.float64)
+    layers = {layer.name: layer for layer in _rewrite.iter_layers(model)}
+
+    def macs_at(sparsity):
+        kept = np.append((sizes - np.round(sparsity * sizes)) / np.maximum(sizes, 1), 1.0)
+        slot_fraction = np.append(kept[graph.slot_group], 1.0)
+        total = 0.0
+        for name, macs in counts.layers.items():
+            axes = graph.weight_slots.get(name, {})
+            fraction = lambda weight, axis: (  # noqa: E731
+                float(np.mean(slot_fraction[dict(axes[weight])[axis]]))
+                if weight in axes and axis in dict(axes[weight]) else 1.0
+            )
+            layer = layers[name]
+            if isinstance(layer, _layers.SEPARABLE_LAYERS):
+                dw, pw = (int(np.prod(v.shape)) for v in (layer.depthwise_kernel, layer.pointwise_kernel))
+                rank = len(layer.pointwise_kernel.shape)
+                inputs = fraction("depthwise_kernel", rank - 2)
+                total += macs * (dw * inputs + pw * inputs * fraction("pointwise_kernel", rank - 1)) / (dw + pw)
+            elif "kernel" in axes:
+                rank = len(layer.kernel.shape)
+                out = 1.0 if isinstance(layer, _layers.DEPTHWISE_LAYERS) else fraction("kernel", rank - 1)
+                total += macs * fraction("kernel", rank - 2) * out
+            else:
+                total += macs
+        return total
+
+    target = macs_ratio * counts.total
+    highest = min(((n - 0.5) / n for n in sizes), default=0.0) - 1e-6
+    if macs_at(0.0) <= target:
+        return 0.0
+    if not sizes.size or macs_at(highest) > target:
+        raise ValueError(
+            f"No channel sparsity brings model '{model.name}' to macs_ratio={macs_ratio}: "
+            f"at most {macs_at(highest) / counts.total:.3f} of its MACs while keeping a "
+            "channel in every group."
+        )
+    low, high = 0.0, highest
+    while high - low > 1e-4:
+        middle = (low + high) / 2
+        low, high = (middle, high) if macs_at(middle) > target else (low, middle)
+    return float(round(high, 4))

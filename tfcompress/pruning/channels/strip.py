@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from tfcompress import _graph, _rewrite
-from tfcompress.pruning.channels.graph import channel_axes
+from tfcompress.pruning.channels.walk import channel_axes
 from tfcompress.pruning.channels.model import ChannelPruningModel
 from tfcompress.pruning.channels.wrapper import ChannelMaskWrapper
 

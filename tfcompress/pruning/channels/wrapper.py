@@ -7,13 +7,12 @@ to that vector and, for each of its variables, the unit of each channel
 position; in `call` it gathers its masks from the vector.
 """
 
-from keras import ops
-
 import keras
+from keras import ops
 
 from tfcompress._wrapper import CompressionWrapper
 from tfcompress.pruning.channels import importance as scoring
-from tfcompress.pruning.channels.graph import MEMBER_LAYERS, channel_axes
+from tfcompress.pruning.channels.walk import MEMBER_LAYERS, channel_axes
 
 # Running statistics are sliced when stripping but never masked: BatchNorm
 # updates them itself, and a zero gamma and beta already silence the channel.
