@@ -187,7 +187,7 @@ class ChannelWalk:
     def record(self, layer, name, axis, ids):
         """Records that `axis` of variable `name` holds channels `ids` (joining shared calls)."""
         axes = self.axes.setdefault(layer.name, {}).setdefault(name, [])
-        for i, (known_axis, known_ids) in enumerate(axes):
+        for known_axis, known_ids in axes:
             if known_axis == axis:
                 if len(known_ids) == len(ids):
                     self.join(known_ids, ids)
