@@ -8,11 +8,13 @@ For each architecture, on scikit-learn's digits upscaled to 32x32 RGB:
 2. `tfcompress.prune_channels` prunes the channels inside blocks (the groups
    of a single producer: MobileNetV2's expansion channels, ResNet's inner
    block channels; the residual streams, joined by `Add`s, stay whole) to the
-   uniform sparsity that `sparsity_for_macs` computes for half the MACs,
-   ranked by BatchNorm scale (ramped over the first half of the pruning
-   epochs, the rest recovers), then `strip_channels` rebuilds the model with
-   fewer filters;
-3. QAT (`quantize_model`) on the stripped model gives a full-integer `.tflite`;
+   uniform sparsity that `sparsity_for_macs` computes for the target MACs
+   (MobileNetV2 0.5x, ResNet 0.4x), kept counts multiples of 8
+   (`round_to=8`), ranked by BatchNorm scale (ramped over the first half of
+   the pruning epochs, the rest recovers), then `strip_channels` rebuilds the
+   model with fewer filters;
+3. QAT (`quantize_model`) on the stripped model gives a full-integer `.tflite`
+   (and, for reference, QAT of the unpruned model);
 4. unstructured pruning (`prune_low_magnitude`, same epochs and schedule
    shape) at 50% and 75% is the comparison at the same accuracy;
 5. every model is rebuilt at 224x224 with the same weights (both networks are
@@ -42,7 +44,7 @@ import tfcompress  # noqa: E402  (first: it loads TensorFlow quietly)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from tfcompress import datasets, lite  # noqa: E402
+from tfcompress import datasets, demo, lite  # noqa: E402
 from tfcompress.pruning.channels import channel_groups, sparsity_for_macs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -136,13 +138,9 @@ def at_input_size(model, size):
 
 
 def compiled(model, learning_rate, epochs, steps):
+    """Adam with `learning_rate` decayed along a cosine over the training."""
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps, alpha=0.02)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+    return demo.compile_classifier(model, schedule)
 
 
 def accuracy(model, x, y):
@@ -152,13 +150,16 @@ def accuracy(model, x, y):
 class Run:
     """One architecture through the whole pipeline; figures go to `self.rows`."""
 
-    def __init__(self, name, build, data, settings, importance="bn_scale", all_groups=False):
+    def __init__(self, name, build, data, settings, macs_ratio, importance="bn_scale",
+                 all_groups=False, round_to=1):
         (self.x, self.y), (self.x_test, self.y_test) = data
         self.name, self.build, self.cfg = name, build, settings
         self.steps = int(np.ceil(len(self.x) / BATCH))
         self.rows, self.models, self.files = {}, {}, {}
         self.started = time.time()
         self.importance, self.all_groups = importance, all_groups
+        self.macs_ratio, self.round_to = macs_ratio, round_to
+        self.workdir = None
 
     def fit(self, model, epochs, learning_rate):
         compiled(model, learning_rate, epochs, self.steps)
@@ -189,12 +190,14 @@ class Run:
         self.record("float", float_model)
 
         groups = [g.name for g in channel_groups(float_model) if self.all_groups or len(g.producers) == 1]
-        sparsity = sparsity_for_macs(float_model, 0.5, groups=groups)
+        sparsity = sparsity_for_macs(float_model, self.macs_ratio, groups=groups, round_to=self.round_to)
         self.sparsity, self.num_groups = sparsity, len(groups)
-        log(f"{self.name}: channel sparsity {sparsity:.4f} of {len(groups)} groups for half the MACs")
+        log(f"{self.name}: channel sparsity {sparsity:.4f} of {len(groups)} groups for "
+            f"{self.macs_ratio}x the MACs")
         schedule = self.schedule(sparsity, cfg["prune_epochs"])
         pruned = tfcompress.prune_channels(
-            float_model, {name: schedule for name in groups}, importance=self.importance
+            float_model, {name: schedule for name in groups}, importance=self.importance,
+            round_to=self.round_to,
         )
         self.fit(pruned, cfg["prune_epochs"], 1e-3)
         small = tfcompress.strip_channels(pruned)
@@ -203,6 +206,10 @@ class Run:
         qat = tfcompress.quantize_model(small)
         self.fit(qat, cfg["qat_epochs"], 1e-4)
         self.record("channels_qat", qat, macs_model=small)
+
+        float_qat = tfcompress.quantize_model(float_model)
+        self.fit(float_qat, cfg["qat_epochs"], 1e-4)
+        self.record("float_qat", float_qat, macs_model=float_model)
 
         for level in cfg["unstructured"]:
             key = f"unstructured_{int(level * 100)}"
@@ -214,12 +221,16 @@ class Run:
 
         for key, model in self.models.items():
             # Kernels, biases, BatchNorm scales and shifts that are not zero (QAT: its float model's).
-            counted = self.models["channels"] if key == "channels_qat" else model
+            counted = self.float_of(key, model)
             self.rows[key]["params"] = int(
                 sum(np.count_nonzero(keras.ops.convert_to_numpy(w)) for w in counted.trainable_weights)
             )
         self.convert()
         return self
+
+    def float_of(self, key, model):
+        """The float model a QAT model was made from (its MACs and parameters)."""
+        return {"channels_qat": self.models["channels"], "float_qat": self.models["float"]}.get(key, model)
 
     def convert(self):
         """`.tflite` files: int8 QAT at 32x32 for its accuracy, everything at 224x224 for speed."""
@@ -230,9 +241,12 @@ class Run:
                 at_input_size(model, 224), quantization="int8" if key.endswith("qat") else None
             )
             self.files[key] = flatbuffer
+            if self.workdir:
+                with open(os.path.join(self.workdir, f"{self.name}_{key}_224.tflite"), "wb") as f:
+                    f.write(flatbuffer)
             self.rows[key]["gzip_bytes"] = len(gzip.compress(flatbuffer, 9, mtime=0))
             self.rows[key]["macs_224"] = tfcompress.count_macs(
-                at_input_size(self.models["channels"] if key == "channels_qat" else model, 224)
+                at_input_size(self.float_of(key, model), 224)
             ).total
             log(f"{self.name} {time.time() - self.started:5.0f}s converted {key} at 224x224")
 
@@ -269,6 +283,7 @@ LABELS = {
     "float": "float (unpruned)",
     "channels": "channel-pruned, stripped",
     "channels_qat": "channel-pruned + QAT int8",
+    "float_qat": "QAT int8, unpruned (for reference)",
     "unstructured_50": "unstructured 50% (prune_low_magnitude)",
     "unstructured_75": "unstructured 75% (prune_low_magnitude)",
 }
@@ -280,7 +295,8 @@ def table(run):
         "",
         f"Channel sparsity {run.sparsity:.3f} in {run.num_groups} groups "
         f"({'all' if run.all_groups else 'the single-producer groups: residual streams kept whole'}; "
-        f"`sparsity_for_macs(model, 0.5, groups)`), importance `{run.importance}`.",
+        f"`sparsity_for_macs(model, {run.macs_ratio}, groups, round_to={run.round_to})`), "
+        f"importance `{run.importance}`, kept channels multiples of {run.round_to} (`round_to`).",
         "",
         "| variant | MACs 32x32 | MACs 224x224 | vs float | nonzero params | accuracy Keras | accuracy TFLite | gzip .tflite | latency 224 (1 thread) | speed-up vs float |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -315,7 +331,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("mobilenetv2", "resnet"), default=None)
-    parser.add_argument("--alpha", type=float, default=0.35)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--mobilenet-macs", type=float, default=0.5, help="target MACs ratio")
+    parser.add_argument("--resnet-macs", type=float, default=0.4, help="target MACs ratio")
+    parser.add_argument("--round-to", type=int, default=8, help="kept channels: multiples of this")
+    parser.add_argument("--workdir", default=None, help="keep the 224x224 .tflite files here")
     parser.add_argument("--importance", default="bn_scale")
     parser.add_argument("--all-groups", action="store_true", help="prune the residual streams too")
     parser.add_argument("--output", default=os.path.join(HERE, "channel_results.md"))
@@ -324,15 +344,19 @@ def main():
     settings = SETTINGS["quick" if args.quick else "full"]
     data = digits_32()
     architectures = {
-        "mobilenetv2": (f"MobileNetV2 (alpha {args.alpha}, weights=None)", lambda: mobilenet_v2(args.alpha)),
-        "resnet": ("ResNet-14 (3 stages x 2 basic blocks, 16/32/64 filters)", resnet),
+        "mobilenetv2": (f"MobileNetV2 (alpha {args.alpha}, weights=None)",
+                        lambda: mobilenet_v2(args.alpha), args.mobilenet_macs),
+        "resnet": ("ResNet-14 (3 stages x 2 basic blocks, 16/32/64 filters)", resnet, args.resnet_macs),
     }
     runs, started = [], time.time()
-    for key, (title, build) in architectures.items():
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+    for key, (title, build, macs_ratio) in architectures.items():
         if args.only and key != args.only:
             continue
-        run = Run(key, build, data, settings, args.importance, args.all_groups).run()
-        run.title = title
+        run = Run(key, build, data, settings, macs_ratio, args.importance, args.all_groups, args.round_to)
+        run.title, run.workdir = title, args.workdir
+        run.run()
         runs.append(run)
     load_before = os.getloadavg()
     for run in runs:

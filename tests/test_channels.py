@@ -221,6 +221,14 @@ def test_dict_prunes_only_the_named_groups_each_on_its_schedule():
     assert pruned.kept_channels() == {"stem": (4, 16), "down": (6, 12)}
 
 
+def test_round_to_keeps_multiples_of_it():
+    pruned = tfcompress.prune_channels(mobile_block(), ConstantSparsity(0.6, 0), round_to=8)
+    train_call(pruned, np.ones((1, 8, 8, 1), "float32"))
+    # stem: 16 - round(9.6) = 6 kept -> 8; down: 12 - round(7.2) = 5 kept -> 8.
+    assert pruned.kept_channels() == {"stem": (8, 16), "down": (8, 12)}
+    assert tfcompress.strip_channels(pruned).get_layer("down").kernel.shape == (3, 3, 8, 8)
+
+
 def _dense_model(kernel):
     inputs = keras.Input((kernel.shape[0],))
     hidden = L.Dense(kernel.shape[1], use_bias=False, name="hidden")
@@ -316,6 +324,8 @@ def test_bad_input_is_refused_with_the_value():
         tfcompress.prune_channels(model, importance="l3")
     with pytest.raises(ValueError, match="must be a PruningSchedule"):
         tfcompress.prune_channels(model, 0.5)
+    with pytest.raises(ValueError, match="round_to must be >= 1. Received: round_to=0"):
+        tfcompress.prune_channels(model, round_to=0)
     with pytest.raises(ValueError, match="'stem' and 'project' share their output channels"):
         tfcompress.prune_channels(
             model, {"stem": ConstantSparsity(0.5, 0), "project": ConstantSparsity(0.25, 0)}

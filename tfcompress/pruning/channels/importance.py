@@ -30,6 +30,34 @@ def check_importance(importance):
     return check_one_of("importance", importance, IMPORTANCES)
 
 
+def check_round_to(round_to):
+    """Returns `round_to` if it is an integer >= 1, else raises ValueError."""
+    from tfcompress._validate import check_int
+
+    return check_int("round_to", round_to, minimum=1)
+
+
+def kept_channels(sparsity, sizes, round_to=1):
+    """How many channels groups of `sizes` keep at `sparsity` (float tensor per group).
+
+    `round(sparsity * n)` are removed; with `round_to` > 1 the kept count is
+    then rounded to the nearest multiple of `round_to` (at least one
+    multiple, at most n), and a group of at most `round_to` channels keeps
+    them all. Not clipped to one channel: the caller checks that.
+
+    Example:
+
+    >>> ops.convert_to_numpy(kept_channels(0.3, [10.0, 48.0, 8.0], round_to=16)).tolist()
+    [10.0, 32.0, 8.0]
+    """
+    sizes = ops.cast(ops.convert_to_tensor(sizes), "float32")
+    kept = sizes - ops.round(ops.cast(sparsity, "float32") * sizes)
+    if round_to > 1:
+        rounded = ops.clip(ops.round(kept / round_to) * round_to, float(round_to), sizes)
+        kept = ops.where(sizes > round_to, rounded, sizes)
+    return kept
+
+
 def _per_position(value, axis, reduce):
     """Reduces `value` over every axis but `axis`."""
     others = tuple(a for a in range(len(value.shape)) if a != axis)

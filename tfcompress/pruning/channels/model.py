@@ -42,6 +42,7 @@ class ChannelPlan:
         schedules: The distinct `PruningSchedule`s.
         group_schedule: numpy array, index into `schedules` of each group.
         importance: The importance criterion.
+        round_to: Groups keep a multiple of this many channels.
         wrappers: The linked `ChannelMaskWrapper`s.
     """
 
@@ -49,6 +50,7 @@ class ChannelPlan:
     schedules: list
     group_schedule: np.ndarray
     importance: str
+    round_to: int
     wrappers: list
 
     @property
@@ -93,11 +95,11 @@ class ChannelPruningModel(keras.Model):
                     f"Layers of one channel group (of '{full.groups[g].name}') carry different "
                     f"pruning schedules: {known!r} and {schedule!r} (on '{name}')."
                 )
-        importances = {w.importance for w in wrappers}
-        if len(importances) != 1:
+        settings = {(w.importance, w.round_to) for w in wrappers}
+        if len(settings) != 1:
             raise ValueError(
-                f"The channel-pruning wrappers of model '{self.name}' use different importance "
-                f"criteria: {sorted(importances)}."
+                f"The channel-pruning wrappers of model '{self.name}' use different "
+                f"(importance, round_to) settings: {sorted(settings)}."
             )
         active = sorted(group_schedules)
         graph = full.select(active)
@@ -107,12 +109,13 @@ class ChannelPruningModel(keras.Model):
             if schedule not in schedules:
                 schedules.append(schedule)
             group_schedule.append(schedules.index(schedule))
-        importance = importances.pop()
+        importance, round_to = settings.pop()
         self.channel_plan = ChannelPlan(
             graph=graph,
             schedules=schedules,
             group_schedule=np.array(group_schedule, np.int64),
             importance=importance,
+            round_to=round_to,
             wrappers=[w for w in wrappers if w.layer.name in graph.weight_slots],
         )
         num_slots = graph.num_slots
@@ -155,8 +158,8 @@ class ChannelPruningModel(keras.Model):
 
         def update():
             sizes = np.array([group.size for group in plan.graph.groups], np.float32)
-            remove = ops.cast(ops.round(sparsity * sizes), "int32")
-            remove = ops.clip(remove, 0, ops.convert_to_tensor(sizes.astype(np.int32) - 1))
+            kept = ops.maximum(scoring.kept_channels(sparsity, sizes, plan.round_to), 1.0)
+            remove = ops.cast(sizes - kept, "int32")
             current = self.channel_mask[: plan.graph.num_slots]
             scores = self._importance() * current  # removed channels stay removed
             keep = scoring.keep_mask(scores, plan.graph.slot_group, plan.group_starts, remove)

@@ -55,19 +55,22 @@ class ChannelMaskWrapper(CompressionWrapper):
         pruning_schedule: The `PruningSchedule` of the group its output
             channels belong to; None if it only reads pruned channels.
         importance: How channels are scored (see `prune_channels`).
+        round_to: Groups keep a multiple of this many channels (see
+            `prune_channels`).
         **kwargs: Base layer arguments (`name`, ...).
     """
 
     technique = "channel pruning"
     name_prefix = "prune_channels"
     strip_function = "strip_channels"
-    config_args = ("importance",)
+    config_args = ("importance", "round_to")
     serialized_args = ("pruning_schedule",)
 
-    def __init__(self, layer, pruning_schedule=None, importance="magnitude", **kwargs):
+    def __init__(self, layer, pruning_schedule=None, importance="magnitude", round_to=1, **kwargs):
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
         self.importance = scoring.check_importance(importance)
+        self.round_to = scoring.check_round_to(round_to)
         self.link = None
 
     @classmethod
