@@ -21,7 +21,14 @@ from tfcompress.pruning import (
     prune_low_magnitude,
     strip_pruning,
 )
-from tfcompress import clustering, report
+from tfcompress.pruning.channels import (
+    ChannelPruningModel,
+    channel_groups,
+    prune_channels,
+    strip_channels,
+)
+from tfcompress import clustering, macs, report
+from tfcompress.macs import MacCount, count_macs
 from tfcompress.clustering import ClusterWeights, cluster_weights, strip_clustering
 from tfcompress.report import CompressionReport, CompressionSummaries, summarize
 from tfcompress import distillation
@@ -49,6 +56,11 @@ __all__ = [
     "UpdatePruningStep",
     "prune_low_magnitude",
     "strip_pruning",
+    # channel pruning
+    "ChannelPruningModel",
+    "channel_groups",
+    "prune_channels",
+    "strip_channels",
     # clustering
     "clustering",
     "ClusterWeights",
@@ -56,6 +68,9 @@ __all__ = [
     "strip_clustering",
     # report
     "report",
+    "macs",
+    "MacCount",
+    "count_macs",
     "CompressionReport",
     "CompressionSummaries",
     "summarize",

@@ -189,3 +189,64 @@ def _as_sequential(model, new_input, new_output):
         chain.append(op)
         tensor = op._inbound_nodes[node_index].input_tensors[0]
     return keras.Sequential([new_input] + chain[::-1], name=model.name)
+
+
+def topological_nodes(model):
+    """The nodes of `model`'s graph, input nodes included, each after those it reads.
+
+    Unlike `nodes`, the order depends only on the graph's structure (depth
+    first from the outputs, inputs in argument order), so a model and its
+    reloaded copy give the same order (channel groups are numbered by it).
+
+    Args:
+        model: A built Sequential or functional model.
+
+    Returns:
+        A list of `Node`s.
+
+    Raises:
+        ValueError: if `model` has no graph (subclassed or not built).
+    """
+    graph = graph_of(model) if is_graph_model(model) else None
+    if graph is None or not getattr(graph, "outputs", None):
+        raise ValueError(
+            f"Model '{model.name}' has no functional graph to walk: give a built "
+            "Sequential or functional model (with a `keras.Input`)."
+        )
+    order, seen = [], set()
+
+    def visit(tensor):
+        op, node_index, _ = tensor._keras_history
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for t in node.input_tensors:
+            visit(t)
+        order.append(node)
+
+    for t in graph.outputs:
+        visit(t)
+    return order
+
+
+def inputs_and_outputs(model):
+    """`(inputs, outputs)`: the symbolic input and output tensors of `model`'s graph."""
+    graph = graph_of(model)
+    return list(graph.inputs), list(graph.outputs)
+
+
+def is_nested_graph(operation):
+    """True for a Sequential / functional model used as a layer of another graph."""
+    return isinstance(operation, keras.Model) and is_graph_model(operation)
+
+
+def one_example_shape(tensor):
+    """The shape of a `KerasTensor` for one example: the batch axis as 1.
+
+    Other unknown sizes stay None.
+    """
+    shape = list(tensor.shape)
+    if shape and shape[0] is None:
+        shape[0] = 1
+    return tuple(None if d is None else int(d) for d in shape)

@@ -88,6 +88,37 @@ COMPUTING_LAYERS = (
     L.Normalization,  # constant mean / variance: SUB + MUL in TFLite
 )
 
+# Weightless layers that combine same-shaped inputs element by element.
+MERGE_LAYERS = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+
+# Layers applying one function to each value: channel c of the output depends
+# on channel c of the input only (an `Activation` only with an element-wise
+# function: see `MIXING_ACTIVATIONS`).
+ELEMENTWISE_LAYERS = (L.ReLU, L.LeakyReLU, L.ELU, L.Activation)
+
+# Activations that mix the values of the last axis (they are not element-wise).
+MIXING_ACTIVATIONS = ("softmax", "log_softmax", "glu", "sparsemax")
+
+# Layers whose output channels (filters, units) channel pruning removes.
+CHANNEL_PRODUCER_LAYERS = (L.Dense,) + CONV_LAYERS + SEPARABLE_LAYERS
+
+# Channel pruning: the variables of each layer kind whose axes hold channels,
+# as (role, axis): "in" (input channels), "in_repeated" (input channels times
+# the depth multiplier), "out" (output channels).
+CHANNEL_AXES = (
+    (SEPARABLE_LAYERS, {
+        "depthwise_kernel": (("in", -2),),
+        "pointwise_kernel": (("in_repeated", -2), ("out", -1)),
+        "bias": (("out", 0),),
+    }),
+    (DEPTHWISE_LAYERS, {"kernel": (("in", -2),), "bias": (("in_repeated", 0),)}),
+    (CHANNEL_PRODUCER_LAYERS, {"kernel": (("in", -2), ("out", -1)), "bias": (("out", 0),)}),
+    ((L.BatchNormalization,), {
+        name: (("in", 0),) for name in ("gamma", "beta", "moving_mean", "moving_variance")
+    }),
+)
+CHANNEL_MEMBER_LAYERS = tuple(cls for types, _ in CHANNEL_AXES for cls in types)
+
 # Activations TFLite fuses into the preceding conv / fully-connected op.
 FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
 

@@ -89,6 +89,7 @@ class TensorRow:
     bits_per_weight: float  # Shannon entropy of the values
     bytes: int
     huffman_bytes: int
+    macs: int = None  # of the layer, on its first weight (Keras models only)
 
 
 @dataclasses.dataclass
@@ -109,6 +110,8 @@ class CompressionReport:
             not counted). A Huffman code spends at least one bit per weight,
             so on very sparse tensors gzip (which codes runs of zeros) can be
             smaller; the entropy bound is the one neither can beat value by value.
+        macs: Multiply-accumulates of one inference (`tfcompress.count_macs`;
+            Keras models only, else None).
     """
 
     source: str
@@ -118,6 +121,7 @@ class CompressionReport:
     gzip_bytes: int
     entropy_bytes: int
     huffman_bytes: int
+    macs: int = None
 
     @property
     def params(self):
@@ -141,6 +145,7 @@ class CompressionReport:
             "gzip_bytes": self.gzip_bytes,
             "entropy_bytes": self.entropy_bytes,
             "huffman_bytes": self.huffman_bytes,
+            "macs": self.macs,
             "rows": [
                 {**dataclasses.asdict(row), "shape": list(row.shape)} for row in self.rows
             ],
@@ -156,7 +161,10 @@ class CompressionReport:
             table.add_column(header, justify="left" if header == "dtype" else "right")
         for header in ("entropy bits/w", "bytes", "Huffman bytes"):
             table.add_column(header, justify="right")
+        if self.macs is not None:
+            table.add_column("MACs", justify="right")
         for row in self.rows:
+            macs = [] if self.macs is None else [f"{row.macs:,}" if row.macs else ""]
             table.add_row(
                 row.name,
                 "x".join(str(d) for d in row.shape) or "scalar",
@@ -167,6 +175,7 @@ class CompressionReport:
                 f"{row.bits_per_weight:.2f}",
                 _size(row.bytes),
                 _size(row.huffman_bytes),
+                *macs,
             )
         buffer = io.StringIO()
         console = Console(file=buffer, width=160, color_system=None, force_terminal=False)
@@ -180,6 +189,8 @@ class CompressionReport:
             f"entropy bound  {_size(self.entropy_bytes):>10}   {ratio(self.entropy_bytes)} smaller",
             f"Huffman coded  {_size(self.huffman_bytes):>10}   {ratio(self.huffman_bytes)} smaller",
         ]
+        if self.macs is not None:
+            lines.append(f"MACs per inference {self.macs:,}")
         return buffer.getvalue() + "\n".join(lines)
 
 
@@ -213,9 +224,10 @@ def summarize(obj):
     if isinstance(obj, keras.Model):
         if not obj.built:
             _validate.check_built(obj, "report")
-        return _from_tensors("keras", keras_weights(obj))
+        return _with_macs(_from_tensors("keras", keras_weights(obj)), obj)
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".keras"):
-        return _from_tensors("keras", keras_weights(_validate.load_keras_model(obj, "obj")))
+        model = _validate.load_keras_model(obj, "obj")
+        return _with_macs(_from_tensors("keras", keras_weights(model)), model)
     if isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview)):
         data = _validate.read_flatbuffer(obj, "obj")
         return _from_tensors("tflite", tflite_weights(data), file_bytes=data)
@@ -239,7 +251,9 @@ def keras_weights(model):
     if isinstance(model, Distiller):
         model = model.student
     shipped, skip = {}, set()
-    for layer in _rewrite.iter_layers(model):
+    for layer in [model, *_rewrite.iter_layers(model)]:
+        # Training state a model holds itself (channel masks, step counters).
+        skip.update(id(v) for v in getattr(layer, "compression_state_variables", ()))
         if not isinstance(layer, CompressionWrapper):
             continue
         inner_ids = {id(v) for v in layer.layer.weights}
@@ -271,6 +285,28 @@ def stored_bits(values):
     (4, 32)
     """
     return (values.dtype.metadata or {}).get("stored_bits", 8 * values.dtype.itemsize)
+
+
+def _with_macs(report, model):
+    """Fills in the MACs of each layer (on its first weight's row) and the total."""
+    from tfcompress.distillation import Distiller
+    from tfcompress.macs import count_macs
+
+    if isinstance(model, Distiller):
+        model = model.student
+    try:
+        counts = count_macs(model)
+    except ValueError:  # no graph, or shapes that are not known
+        return report
+    first_weight = {
+        layer.weights[0].path: counts.layers[layer.name]
+        for layer in _rewrite.iter_layers(model)
+        if layer.name in counts.layers and layer.weights
+    }
+    for row in report.rows:
+        row.macs = first_weight.get(row.name)
+    report.macs = counts.total
+    return report
 
 
 def tflite_weights(data):
