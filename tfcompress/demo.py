@@ -21,6 +21,7 @@ import numpy as np
 
 import tfcompress
 from tfcompress import datasets, lite
+from tfcompress.auto import pipeline
 
 BATCH_SIZE = 32
 
@@ -90,26 +91,13 @@ HEADLINE_CLUSTERS = {"conv1": 16, "conv2": 16, "dense": 8, "logits": 16}
 
 
 def ramp_schedule(final_sparsity, prune_epochs, num_examples):
-    """`PolynomialDecay` to `final_sparsity` over the first 2/3 of the pruning epochs.
-
-    The remaining third lets the network recover at the final sparsity; masks
-    are updated twice per epoch.
-    """
+    """`auto.pipeline.ramp_schedule` for `num_examples` in batches of `BATCH_SIZE`."""
     steps_per_epoch = int(np.ceil(num_examples / BATCH_SIZE))
-    return tfcompress.PolynomialDecay(
-        0.0,
-        final_sparsity,
-        begin_step=0,
-        end_step=steps_per_epoch * max(1, (2 * prune_epochs) // 3),
-        frequency=max(1, steps_per_epoch // 2),
-    )
+    return pipeline.ramp_schedule(final_sparsity, prune_epochs, steps_per_epoch)
 
 
 def train_pipeline(float_model, x, y, epochs, sparsity=None, clusters=None, log=print, verbose=2):
-    """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
-
-    Sparsity ramps with `PolynomialDecay` over the first two thirds of the
-    pruning epochs; the rest let the network recover at the final sparsity.
+    """`auto.pipeline.train_pipeline` with the headline recipe by default.
 
     Args:
         float_model: The trained `demo_cnn()`.
@@ -122,35 +110,14 @@ def train_pipeline(float_model, x, y, epochs, sparsity=None, clusters=None, log=
         verbose: `fit` verbosity.
 
     Returns:
-        `(qat_model, stages)`: the trained QAT model, ready for
-        `lite.convert(qat_model, "int8")`, and `{"pruned": ..., "clustered": ...}`,
-        the stripped intermediate models.
+        `(qat_model, stages)`, see `tfcompress.auto.pipeline.train_pipeline`.
     """
-    sparsity = HEADLINE_SPARSITY if sparsity is None else sparsity
-    clusters = HEADLINE_CLUSTERS if clusters is None else clusters
-    schedules = {
-        name: ramp_schedule(target, epochs["prune"], len(x)) for name, target in sparsity.items()
-    }
-    log(f"  pruning ({epochs['prune']} epochs): {_describe(sparsity, '{:.0%}')}")
-    pruned = compile_classifier(tfcompress.prune_low_magnitude(float_model, schedules), 5e-4)
-    pruned.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["prune"], verbose=verbose)
-    pruned = tfcompress.strip_pruning(pruned)
-    log(f"  clustering ({epochs['cluster']} epochs), zeros kept out: {_describe(clusters, '{}')}")
-    clustered = compile_classifier(
-        tfcompress.cluster_weights(pruned, clusters, preserve_sparsity=True), 3e-4
+    return pipeline.train_pipeline(
+        float_model, x, y, epochs,
+        HEADLINE_SPARSITY if sparsity is None else sparsity,
+        HEADLINE_CLUSTERS if clusters is None else clusters,
+        batch_size=BATCH_SIZE, log=log, verbose=verbose,
     )
-    clustered.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["cluster"], verbose=verbose)
-    clustered = tfcompress.strip_clustering(clustered)
-    log(f"  quantization-aware training ({epochs['qat']} epochs), zeros and clusters kept")
-    qat = compile_classifier(tfcompress.quantize_model(clustered, preserve_sparsity=True), 1e-4)
-    qat.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs["qat"], verbose=verbose)
-    return qat, {"pruned": pruned, "clustered": clustered}
-
-
-def _describe(setting, fmt):
-    if isinstance(setting, dict):
-        return ", ".join(f"{name} {fmt.format(value)}" for name, value in setting.items())
-    return fmt.format(setting)
 
 
 def run(out_dir="demo_out", quick=False, seed=0, log=print):

@@ -1,0 +1,177 @@
+"""The training pipeline a recipe runs: prune -> cluster (zeros kept) -> QAT (zeros and clusters kept).
+
+The one implementation of it: `auto_compress` runs it for every trial, the
+digits demo (`demo.train_pipeline`) and the benchmarks for their recipes.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+import tfcompress
+
+# Epochs and Adam learning rates of each stage (those of the digits demo).
+DEFAULT_EPOCHS = {"prune": 12, "cluster": 4, "qat": 3}
+DEFAULT_LEARNING_RATES = {"prune": 5e-4, "cluster": 3e-4, "qat": 1e-4}
+STAGES = tuple(DEFAULT_EPOCHS)
+
+
+def ramp_schedule(final_sparsity, prune_epochs, steps_per_epoch):
+    """`PolynomialDecay` to `final_sparsity` over the first 2/3 of the pruning epochs.
+
+    The remaining third lets the network recover at the final sparsity; masks
+    are updated twice per epoch.
+
+    Example:
+
+    >>> ramp_schedule(0.8, prune_epochs=3, steps_per_epoch=10).get_config()["end_step"]
+    20
+    """
+    return tfcompress.PolynomialDecay(
+        0.0,
+        final_sparsity,
+        begin_step=0,
+        end_step=steps_per_epoch * max(1, (2 * prune_epochs) // 3),
+        frequency=max(1, steps_per_epoch // 2),
+    )
+
+
+class TrainingData:
+    """Training data as `fit` takes it: arrays `(x, y)` or a batched `tf.data.Dataset`.
+
+    Args:
+        x: Inputs (numpy array) or a `tf.data.Dataset` of `(x, y)` batches.
+        y: Labels for array inputs; None with a dataset.
+        batch_size: Batch size for arrays.
+    """
+
+    def __init__(self, x, y=None, batch_size=32):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        if is_dataset(x):
+            cardinality = int(x.cardinality())
+            # Unknown (e.g. after filter) or infinite: count one pass.
+            self.steps_per_epoch = cardinality if cardinality > 0 else sum(1 for _ in x)
+        else:
+            self.steps_per_epoch = int(math.ceil(len(x) / batch_size))
+
+    def fit(self, model, epochs, verbose):
+        if is_dataset(self.x):
+            return model.fit(self.x, epochs=epochs, verbose=verbose)
+        return model.fit(self.x, self.y, batch_size=self.batch_size, epochs=epochs, verbose=verbose)
+
+    def first_batch(self):
+        """`(x, y)` of one batch, as numpy."""
+        if is_dataset(self.x):
+            x, y = next(iter(self.x))[:2]
+            return np.asarray(x), np.asarray(y)
+        return np.asarray(self.x[: self.batch_size]), np.asarray(self.y[: self.batch_size])
+
+
+def is_dataset(value):
+    """True for a `tf.data.Dataset` (checked without importing TensorFlow eagerly)."""
+    return type(value).__module__.startswith("tensorflow") and hasattr(value, "element_spec")
+
+
+def classification_loss(model, data):
+    """The loss to train `model` with: its compiled one, else cross-entropy fitting its outputs.
+
+    Sparse or one-hot cross-entropy after the labels' shape, on logits or
+    probabilities after what the model outputs.
+    """
+    from tfcompress.auto.sensitivity import outputs_are_probabilities
+
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        return model.loss
+    x, y = data.first_batch()
+    from_logits = not outputs_are_probabilities(np.asarray(model.predict_on_batch(x)))
+    if y.ndim > 1 and y.shape[-1] > 1:
+        return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def train_pipeline(
+    float_model,
+    x,
+    y=None,
+    epochs=None,
+    sparsity=None,
+    clusters=None,
+    *,
+    batch_size=32,
+    learning_rates=None,
+    loss=None,
+    log=print,
+    verbose=2,
+):
+    """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
+
+    Each stage starts from the previous one's stripped model with a fresh Adam
+    optimizer. Sparsity ramps with `PolynomialDecay` over the first two thirds
+    of the pruning epochs; the rest let the network recover at the final
+    sparsity. A stage with nothing to do (no sparsity, no clusters) is skipped.
+
+    Args:
+        float_model: The trained float model (not modified).
+        x, y: Training data: arrays, or a batched `tf.data.Dataset` of
+            `(x, y)` as `x` (and `y=None`).
+        epochs: Dict with "prune", "cluster" and "qat" epoch counts (other
+            keys are ignored); missing ones take `DEFAULT_EPOCHS`.
+        sparsity: Final sparsity, one float for every prunable layer or
+            `{layer_name: float}`; None or 0: no pruning.
+        clusters: Clusters per kernel, an int or `{layer_name: int}`; None:
+            no clustering.
+        batch_size: Batch size with arrays.
+        learning_rates: Dict of Adam learning rates per stage; missing ones
+            take `DEFAULT_LEARNING_RATES`.
+        loss: Loss to train with; None: see `classification_loss`.
+        log: Progress printer (one line per stage).
+        verbose: `fit` verbosity.
+
+    Returns:
+        `(qat_model, stages)`: the trained QAT model, ready for
+        `lite.convert(qat_model, "int8")`, and `{"pruned": ..., "clustered": ...}`,
+        the stripped intermediate models (the float model for a skipped stage).
+    """
+    epochs = {**DEFAULT_EPOCHS, **{k: v for k, v in (epochs or {}).items() if k in STAGES}}
+    rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
+    data = TrainingData(x, y, batch_size)
+    loss = classification_loss(float_model, data) if loss is None else loss
+
+    def train(model, stage):
+        model.compile(
+            optimizer=keras.optimizers.Adam(rates[stage]), loss=loss, metrics=["accuracy"]
+        )
+        data.fit(model, epochs[stage], verbose)
+        return model
+
+    pruned = float_model
+    if isinstance(sparsity, dict):
+        sparsity = {name: s for name, s in sparsity.items() if s}
+    if sparsity:
+        if isinstance(sparsity, dict):
+            schedule = {
+                name: ramp_schedule(s, epochs["prune"], data.steps_per_epoch)
+                for name, s in sparsity.items()
+            }
+        else:
+            schedule = ramp_schedule(sparsity, epochs["prune"], data.steps_per_epoch)
+        log(f"  pruning ({epochs['prune']} epochs): {_describe(sparsity, '{:.0%}')}")
+        pruned = train(tfcompress.prune_low_magnitude(float_model, schedule), "prune")
+        pruned = tfcompress.strip_pruning(pruned)
+    clustered = pruned
+    if isinstance(clusters, dict):
+        clusters = {name: k for name, k in clusters.items() if k}
+    if clusters:
+        log(f"  clustering ({epochs['cluster']} epochs), zeros kept out: {_describe(clusters, '{}')}")
+        clustered = tfcompress.cluster_weights(pruned, clusters, preserve_sparsity=True)
+        clustered = tfcompress.strip_clustering(train(clustered, "cluster"))
+    log(f"  quantization-aware training ({epochs['qat']} epochs), zeros and clusters kept")
+    qat = train(tfcompress.quantize_model(clustered, preserve_sparsity=True), "qat")
+    return qat, {"pruned": pruned, "clustered": clustered}
+
+
+def _describe(setting, fmt):
+    if isinstance(setting, dict):
+        return ", ".join(f"{name} {fmt.format(value)}" for name, value in setting.items())
+    return fmt.format(setting)
