@@ -249,6 +249,20 @@ def test_training_data_as_a_dataset(trained, data):
         )
 
 
+def test_keep_zeros_holds_pruned_layers_that_a_stage_trains_unwrapped(data):
+    """In the clustering stage, a pruned layer that is not clustered keeps its zeros."""
+    x, y, _, _ = data
+    model = tiny_classifier()
+    hidden = model.get_layer("hidden")
+    hidden.kernel.assign(knobs.SPARSITY.apply(hidden.kernel.numpy(), 0.8, 0))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    keep = pipeline.KeepZeros(model, {"hidden"})
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[keep])
+    assert np.mean(hidden.kernel.numpy() == 0) == pytest.approx(0.8, abs=0.001)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)  # without it, they train back
+    assert np.mean(hidden.kernel.numpy() == 0) < 0.1
+
+
 # -- the search machinery, without training ----------------------------------
 
 

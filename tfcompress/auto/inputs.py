@@ -12,6 +12,7 @@ from tfcompress.auto import pipeline
 
 
 def check_stage_dict(argument, value, check):
+    """None, or a dict keyed by pipeline stages whose values pass `check`."""
     if value is None:
         return None
     if not isinstance(value, dict) or any(k not in pipeline.STAGES for k in value):
@@ -23,6 +24,7 @@ def check_stage_dict(argument, value, check):
 
 
 def check_classifier(model):
+    """Returns `(input shape without batch, number of classes)` of a graph classifier."""
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"auto_compress expects a keras.Model. Received: model={model!r} "
@@ -50,6 +52,7 @@ def check_classifier(model):
 
 
 def training_data(x, y, input_shape, classes, batch_size):
+    """Checks arrays `(x, y)` or a dataset of `(x, y)` batches; returns a `TrainingData`."""
     if pipeline.is_dataset(x):
         if y is not None:
             raise ValueError("With a tf.data.Dataset as x, y must be None (the dataset yields (x, y)).")
@@ -79,6 +82,7 @@ def _check_spec(name, shape, input_shape):
 
 
 def validation_arrays(validation_data, input_shape, classes):
+    """`(x_val, integer labels)` as numpy from `(x, y)` or a dataset of batches."""
     if validation_data is None:
         raise ValueError(
             "validation_data is required: sensitivity and the accuracy budget are measured "

@@ -120,14 +120,6 @@ KNOBS = (SPARSITY, CLUSTERS)
 KNOB_NAMES = tuple(knob.name for knob in KNOBS)
 
 
-def knob(name):
-    """The `Knob` row called `name`."""
-    for row in KNOBS:
-        if row.name == name:
-            return row
-    raise ValueError(f"Unknown knob {name!r}. Known knobs: {list(KNOB_NAMES)}")
-
-
 def compressible_layers(model):
     """`{name: layer}` of the layers of `model` that at least one knob applies to.
 

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 
 import tfcompress
+from tfcompress import _layers, _rewrite
+from tfcompress.pruning import PruneLowMagnitude
 
 # Epochs and Adam learning rates of each stage (those of the digits demo).
 DEFAULT_EPOCHS = {"prune": 12, "cluster": 4, "qat": 3}
@@ -55,10 +57,13 @@ class TrainingData:
         else:
             self.steps_per_epoch = int(math.ceil(len(x) / batch_size))
 
-    def fit(self, model, epochs, verbose):
+    def fit(self, model, epochs, verbose, callbacks=None):
         if is_dataset(self.x):
-            return model.fit(self.x, epochs=epochs, verbose=verbose)
-        return model.fit(self.x, self.y, batch_size=self.batch_size, epochs=epochs, verbose=verbose)
+            return model.fit(self.x, epochs=epochs, verbose=verbose, callbacks=callbacks)
+        return model.fit(
+            self.x, self.y, batch_size=self.batch_size, epochs=epochs, verbose=verbose,
+            callbacks=callbacks,
+        )
 
     def first_batch(self):
         """`(x, y)` of one batch, as numpy."""
@@ -138,11 +143,11 @@ def train_pipeline(
     data = TrainingData(x, y, batch_size)
     loss = classification_loss(float_model, data) if loss is None else loss
 
-    def train(model, stage):
+    def train(model, stage, callbacks=()):
         model.compile(
             optimizer=keras.optimizers.Adam(rates[stage]), loss=loss, metrics=["accuracy"]
         )
-        data.fit(model, epochs[stage], verbose)
+        data.fit(model, epochs[stage], verbose, list(callbacks))
         return model
 
     pruned = float_model
@@ -165,10 +170,49 @@ def train_pipeline(
     if clusters:
         log(f"  clustering ({epochs['cluster']} epochs), zeros kept out: {_describe(clusters, '{}')}")
         clustered = tfcompress.cluster_weights(pruned, clusters, preserve_sparsity=True)
-        clustered = tfcompress.strip_clustering(train(clustered, "cluster"))
+        # Pruned layers that are not clustered train unwrapped in this stage.
+        keep = KeepZeros(clustered, _names(sparsity, clustered) - _names(clusters, clustered))
+        clustered = tfcompress.strip_clustering(train(clustered, "cluster", [keep]))
     log(f"  quantization-aware training ({epochs['qat']} epochs), zeros and clusters kept")
     qat = train(tfcompress.quantize_model(clustered, preserve_sparsity=True), "qat")
     return qat, {"pruned": pruned, "clustered": clustered}
+
+
+class KeepZeros(keras.callbacks.Callback):
+    """Holds the zeros of some layers' kernels at zero while a stage trains them unwrapped.
+
+    After pruning, a layer that the clustering stage does not wrap would
+    otherwise train its pruned weights back to non-zero values. The zeros are
+    those of the kernels when the callback is made; they are restored after
+    every training step, so each forward pass sees them.
+
+    Args:
+        model: The model of the stage.
+        names: Names of the layers whose zeros to keep.
+    """
+
+    def __init__(self, model, names):
+        super().__init__()
+        self.kept = [
+            (variable, (keras.ops.convert_to_numpy(variable) != 0).astype(variable.dtype))
+            for layer in _rewrite.iter_layers(model)
+            if layer.name in names
+            for variable in _layers.compressible_weights(layer, PruneLowMagnitude.opt_in_method)
+            or []
+        ]
+
+    def on_train_batch_end(self, batch, logs=None):
+        for variable, mask in self.kept:
+            variable.assign(variable * mask)
+
+
+def _names(setting, model):
+    """Layers a per-layer setting applies to: the dict's keys, or every layer for one value."""
+    if isinstance(setting, dict):
+        return set(setting)
+    if not setting:
+        return set()
+    return {layer.name for layer in _rewrite.iter_layers(model)}
 
 
 def _describe(setting, fmt):
