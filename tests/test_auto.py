@@ -163,6 +163,7 @@ def test_cli_bad_input_is_one_line_and_status_2(trained, data, tmp_path, capsys)
     np.savez(tmp_path / "train.npz", x=x, y=y)
     np.savez(tmp_path / "no_y.npz", x=x)
     (tmp_path / "bad.json").write_text("{nope")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
     base = ["compress", model_path, "--data", str(tmp_path / "train.npz"),
             "--validation", str(tmp_path / "train.npz"), "-o", str(tmp_path / "o.tflite")]
     for argv, message in [
@@ -170,6 +171,7 @@ def test_cli_bad_input_is_one_line_and_status_2(trained, data, tmp_path, capsys)
         (["--data", str(tmp_path / "no_y.npz")], "no_y.npz has no array 'y' (it holds ['x'])"),
         (["--recipe", str(tmp_path / "bad.json")], "is not valid JSON"),
         (["--recipe", str(tmp_path / "train.npz")], "expected a .json file"),
+        (["--validation", str(tmp_path / "broken.npz")], "broken.npz is not a readable .npz file"),
     ]:
         status = cli.main(base + argv)
         stderr = capsys.readouterr().err
@@ -213,6 +215,10 @@ def test_bad_arguments_fail_before_any_training(trained, data):
         with pytest.raises(error) as info:
             tfcompress.auto_compress(trained, **kwargs)
         assert message in str(info.value), change
+    one_hot = np.eye(10, dtype="float32")[y[:20]]
+    with pytest.raises(ValueError, match="compiled loss 'sparse_categorical_crossentropy' does "
+                       r"not fit the labels of shape \(10,\)"):
+        tfcompress.auto_compress(trained, x[:20], one_hot, (x_val[:20], y_val[:20]))
 
 
 def test_model_with_nothing_to_compress_or_not_a_classifier(data):

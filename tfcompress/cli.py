@@ -147,6 +147,7 @@ def _bench(args):
 
 def _compress(args):
     import json
+    import zipfile
 
     import numpy as np
 
@@ -158,11 +159,16 @@ def _compress(args):
     arrays = {}
     for flag, path in (("--data", args.data), ("--validation", args.validation)):
         _require_file(path, (".npz",))
-        with np.load(path) as npz:
-            missing = [key for key in ("x", "y") if key not in npz.files]
-            if missing:
-                raise CommandError(f"{flag} {path} has no array {missing[0]!r} (it holds {npz.files})")
-            arrays[flag] = (npz["x"], npz["y"])
+        try:
+            with np.load(path) as npz:
+                missing = [key for key in ("x", "y") if key not in npz.files]
+                if missing:
+                    raise CommandError(
+                        f"{flag} {path} has no array {missing[0]!r} (it holds {npz.files})"
+                    )
+                arrays[flag] = (npz["x"], npz["y"])
+        except (ValueError, OSError, zipfile.BadZipFile) as error:
+            raise CommandError(f"{flag} {path} is not a readable .npz file: {error}") from None
     recipe = None
     if args.recipe:
         _require_file(args.recipe, (".json",))

@@ -94,20 +94,22 @@ def frontier(options_by_layer):
 
 
 def uniform_frontier(options_by_layer):
-    """The frontier restricted to recipes giving every layer the same setting.
+    """The recipes giving every layer the same setting that no other one beats.
 
-    The baseline per-layer allocation is measured against. Settings that
+    The baseline per-layer allocation is measured against. There are few
+    such recipes, so all the Pareto-optimal ones (no other is both smaller
+    and cheaper) are kept, not only those on the convex hull. Settings that
     some layer has no option for (a knob that does not apply to it) are left
-    out; see `frontier` for the rest.
+    out.
 
     Example:
 
     >>> points = uniform_frontier({
-    ...     "a": [Option("0", 100, 0.0), Option("1", 20, 0.8)],
-    ...     "b": [Option("0", 50, 0.0), Option("1", 10, 0.04)],
+    ...     "a": [Option("0", 100, 0.0), Option("1", 20, 0.8), Option("2", 60, 0.5)],
+    ...     "b": [Option("0", 50, 0.0), Option("1", 10, 0.04), Option("2", 30, 0.3)],
     ... })
-    >>> [(p.bytes, round(p.cost, 2)) for p in points]
-    [(150, 0.0), (30, 0.84)]
+    >>> [(p.bytes, round(p.cost, 2)) for p in points]  # (90, 0.8) is off the convex hull
+    [(150, 0.0), (90, 0.8), (30, 0.84)]
     """
     by_settings = {
         layer: {option.settings: option for option in options}
@@ -119,9 +121,12 @@ def uniform_frontier(options_by_layer):
         choice = {layer: table.get(combo) for layer, table in by_settings.items()}
         if all(option is not None for option in choice.values()):
             totals.append((Option(combo, *_totals(choice)), choice))
-    hull = lower_hull([total for total, _ in totals])
-    choices = {total.settings: choice for total, choice in totals}
-    return [_point(choices[total.settings]) for total in hull]
+    front, cheapest = [], None
+    for total, choice in sorted(totals, key=lambda t: (t[0].bytes, t[0].cost)):
+        if cheapest is None or total.cost < cheapest:
+            front.append(choice)
+            cheapest = total.cost
+    return [_point(choice) for choice in reversed(front)]
 
 
 def _totals(choice):

@@ -199,12 +199,11 @@ class _Session:
         keras.utils.set_random_seed(self.seed)
         clock = time.perf_counter()
         settings = knobs_lib.stage_settings(recipe)
-        quiet = self.verbose < 2
         qat, _ = pipeline.train_pipeline(
             self.model, self.train.x, self.train.y,
             sparsity=settings[knobs_lib.SPARSITY.name],
             clusters=settings[knobs_lib.CLUSTERS.name],
-            log=(lambda *args: None) if quiet else self.log, verbose=0 if quiet else 2,
+            log=lambda line: self.log("  " + line), verbose=2 if self.verbose >= 2 else 0,
             **self.training,
         )
         flatbuffer = lite.convert(qat, "int8")
@@ -221,7 +220,7 @@ class _Session:
         }
         self.trials.append(trial)
         self.log(
-            f"    -> gzip {trial['gzip_bytes']:,} B, TFLite {accuracy:.2%} "
+            f"    -> int8 .tflite: gzip {trial['gzip_bytes']:,} B, TFLite {accuracy:.2%} "
             f"({100 * (accuracy - self.baseline):+.2f} pt): "
             f"{'kept the budget' if trial['passed'] else 'over budget'} ({trial['seconds']:.0f} s)"
         )

@@ -58,8 +58,10 @@ class TrainingData:
             self.steps_per_epoch = int(math.ceil(len(x) / batch_size))
 
     def fit(self, model, epochs, verbose, callbacks=None):
-        if is_dataset(self.x):
-            return model.fit(self.x, epochs=epochs, verbose=verbose, callbacks=callbacks)
+        if is_dataset(self.x):  # shuffled (or not) by the dataset itself
+            return model.fit(
+                self.x, epochs=epochs, verbose=verbose, callbacks=callbacks, shuffle=False
+            )
         return model.fit(
             self.x, self.y, batch_size=self.batch_size, epochs=epochs, verbose=verbose,
             callbacks=callbacks,
@@ -86,10 +88,21 @@ def classification_loss(model, data):
     """
     from tfcompress.auto.sensitivity import outputs_are_probabilities
 
-    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-        return model.loss
     x, y = data.first_batch()
-    from_logits = not outputs_are_probabilities(np.asarray(model.predict_on_batch(x)))
+    outputs = np.asarray(model.predict_on_batch(x))
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        loss = model.loss
+        try:  # a loss for other labels would only fail inside the first fit
+            keras.losses.get(loss)(y, outputs)
+        except Exception as error:  # noqa: BLE001 - any failure means it does not fit
+            raise ValueError(
+                f"The model's compiled loss {getattr(loss, 'name', loss)!r} does not fit the "
+                f"labels of shape "
+                f"{y.shape[1:]} per example ({str(error).splitlines()[0]}). Pass loss=... or "
+                "compile the model with a loss for these labels."
+            ) from None
+        return loss
+    from_logits = not outputs_are_probabilities(outputs)
     if y.ndim > 1 and y.shape[-1] > 1:
         return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
@@ -217,5 +230,8 @@ def _names(setting, model):
 
 def _describe(setting, fmt):
     if isinstance(setting, dict):
+        if len(setting) > 6:  # a long model: the range, not every layer
+            low, high = min(setting.values()), max(setting.values())
+            return f"{len(setting)} layers, {fmt.format(low)} to {fmt.format(high)}"
         return ", ".join(f"{name} {fmt.format(value)}" for name, value in setting.items())
     return fmt.format(setting)

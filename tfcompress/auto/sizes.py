@@ -14,6 +14,7 @@ budget check measures the real file.
 import gzip
 import itertools
 
+import keras
 import numpy as np
 
 from tfcompress import _layers
@@ -102,22 +103,22 @@ def size_table(layer, grids=None):
     """
     rows = knobs_lib.KNOBS
     grids = grids or {row.name: row.grid for row in rows}
-    originals = [np.asarray(v.numpy()) for v in knobs_lib.kernels(layer)]
     variables = knobs_lib.kernels(layer)
     table = {}
-    # Applying knob i only depends on the values of knobs 0..i: memoize prefixes.
-    memo = {(): originals}
+    # Knob i's effect depends on the values of knobs 0..i only, and the product
+    # runs in lexicographic order: keep the kernels along the current prefix.
+    chain = [((), [keras.ops.convert_to_numpy(v) for v in variables])]
     for combo in itertools.product(*(grids[row.name] for row in rows)):
-        for depth in range(1, len(combo) + 1):
-            prefix = combo[:depth]
-            if prefix not in memo:
-                row = rows[depth - 1]
-                memo[prefix] = [
-                    row.apply(kernel, prefix[-1], seed) for seed, kernel in enumerate(memo[prefix[:-1]])
-                ]
-        shared = dict(zip((row.name for row in rows), combo))[knobs_lib.CLUSTERS.name] is not None
+        depth = 0
+        while depth + 1 < len(chain) and chain[depth + 1][0] == combo[: depth + 1]:
+            depth += 1
+        del chain[depth + 1 :]
+        for d in range(depth, len(combo)):
+            kernels = [rows[d].apply(k, combo[d], seed) for seed, k in enumerate(chain[-1][1])]
+            chain.append((combo[: d + 1], kernels))
+        shared = combo[rows.index(knobs_lib.CLUSTERS)] is not None
         table[combo] = sum(
             codes_bytes(kernel_codes(layer, variable, kernel, shared))
-            for variable, kernel in zip(variables, memo[combo])
+            for variable, kernel in zip(variables, chain[-1][1])
         )
     return table
