@@ -136,7 +136,14 @@ def render(model_name, entry):
     lines.append("Recipes (sparsity / clusters per layer):")
     lines.append("")
     for row in rows:
-        lines.append(f"* {row['row']}: {tfcompress.auto.result.describe_short(row['recipe'])}")
+        recipe = row["recipe"]
+        lines.append(f"* {row['row']}: {tfcompress.auto.result.describe_short(recipe)}")
+        if len(recipe) > 6:  # the short form only gives ranges: the layers, folded away
+            each = ", ".join(
+                f"{layer} {entry['sparsity']:.0%}" + (f"/{entry['clusters']}" if entry["clusters"] else "")
+                for layer, entry in recipe.items()
+            )
+            lines.append(f"  <details><summary>per layer</summary>{each}</details>")
     return "\n".join(lines)
 
 
@@ -147,6 +154,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(HERE, "out"))
     parser.add_argument("--output", default=os.path.join(HERE, "auto_results.md"))
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite --output from --out/auto_compress.json"
+    )
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = [n for n in names if n not in MODELS]
@@ -161,7 +171,7 @@ def main():
             record = json.load(f)
     (x8, y), (xt8, yt) = datasets.load_digits()
     started = time.time()
-    for name in names:
+    for name in [] if args.render else names:
         spec = MODELS[name]
         x, xt = (upscale(x8), upscale(xt8)) if spec["upscale"] else (x8, xt8)
         print(f"\n=== {name}: float training ({spec['epochs']} epochs)", flush=True)

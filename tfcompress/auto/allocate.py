@@ -96,37 +96,45 @@ def frontier(options_by_layer):
 def uniform_frontier(options_by_layer):
     """The recipes giving every layer the same setting that no other one beats.
 
-    The baseline per-layer allocation is measured against. There are few
+    The baseline per-layer allocation is measured against. "The same" is per
+    knob: a layer whose options lack a value of the setting (a knob not
+    searched on it) takes the neutral one, its first option's. There are few
     such recipes, so all the Pareto-optimal ones (no other is both smaller
-    and cheaper) are kept, not only those on the convex hull. Settings that
-    some layer has no option for (a knob that does not apply to it) are left
-    out.
+    and cheaper) are kept, not only those on the convex hull.
 
     Example:
 
     >>> points = uniform_frontier({
-    ...     "a": [Option("0", 100, 0.0), Option("1", 20, 0.8), Option("2", 60, 0.5)],
-    ...     "b": [Option("0", 50, 0.0), Option("1", 10, 0.04), Option("2", 30, 0.3)],
+    ...     "a": [Option(("0",), 100, 0.0), Option(("1",), 20, 0.8), Option(("2",), 60, 0.5)],
+    ...     "b": [Option(("0",), 50, 0.0), Option(("1",), 10, 0.04), Option(("2",), 30, 0.3)],
+    ...     "c": [Option(("0",), 40, 0.0)],   # no setting but the neutral one
     ... })
-    >>> [(p.bytes, round(p.cost, 2)) for p in points]  # (90, 0.8) is off the convex hull
-    [(150, 0.0), (90, 0.8), (30, 0.84)]
+    >>> [(p.bytes, round(p.cost, 2)) for p in points]  # (130, 0.8) is off the convex hull
+    [(190, 0.0), (130, 0.8), (70, 0.84)]
     """
     by_settings = {
         layer: {option.settings: option for option in options}
         for layer, options in options_by_layer.items()
     }
-    combos = set().union(*(set(table) for table in by_settings.values()))
+    combos = sorted(set().union(*(set(table) for table in by_settings.values())), key=repr)
     totals = []
-    for combo in sorted(combos, key=repr):
-        choice = {layer: table.get(combo) for layer, table in by_settings.items()}
+    for combo in combos:
+        choice = {layer: _projected(table, combo) for layer, table in by_settings.items()}
         if all(option is not None for option in choice.values()):
-            totals.append((Option(combo, *_totals(choice)), choice))
+            totals.append((_totals(choice), choice))
     front, cheapest = [], None
-    for total, choice in sorted(totals, key=lambda t: (t[0].bytes, t[0].cost)):
-        if cheapest is None or total.cost < cheapest:
+    for (size, cost), choice in sorted(totals, key=lambda t: t[0]):
+        if cheapest is None or cost < cheapest:
             front.append(choice)
-            cheapest = total.cost
+            cheapest = cost
     return [_point(choice) for choice in reversed(front)]
+
+
+def _projected(table, combo):
+    """The option of `combo`, with each value the layer lacks replaced by its neutral one."""
+    neutral = next(iter(table))
+    values = [{settings[i] for settings in table} for i in range(len(combo))]
+    return table.get(tuple(v if v in values[i] else neutral[i] for i, v in enumerate(combo)))
 
 
 def _totals(choice):

@@ -79,7 +79,8 @@ class AutoCompressResult:
         budget = self.baseline_accuracy - self.max_accuracy_drop
         verdict = "kept" if self.within_budget else "NOT kept"
         return (
-            f"recipe:\n{knobs_lib.describe(self.recipe)}\n\n{self.report_table()}\n\n"
+            f"recipe:\n{knobs_lib.describe(self.recipe)}\n\n{self.trials_table()}\n\n"
+            f"{self.report_table()}\n\n"
             f"budget: TFLite accuracy >= {budget:.2%} (float {self.baseline_accuracy:.2%} - "
             f"{self.max_accuracy_drop:.2%}): {verdict}; {len(self.trials)} pipeline run(s), "
             f"{self.seconds['total']:.0f} s in total"
@@ -87,9 +88,26 @@ class AutoCompressResult:
 
 
 def describe_short(recipe):
-    """A recipe on one line: `conv1 50%/16, dense 95%/8` (sparsity/clusters)."""
+    """A recipe on one line: `conv1 50%/16, dense 95%/8` (sparsity/clusters).
+
+    A recipe of more than 6 layers is summed up by each knob's range.
+
+    Example:
+
+    >>> describe_short({"a": {"sparsity": 0.5, "clusters": 16}, "b": {"sparsity": 0.9, "clusters": None}})
+    'a 50%/16, b 90%/-'
+    """
     if not recipe:
         return "int8 only"
+    if len(recipe) > 6:
+        parts = []
+        for row in knobs_lib.KNOBS:
+            values = [entry[row.name] for entry in recipe.values() if entry[row.name] != row.neutral]
+            if values:
+                low, high = min(values), max(values)
+                span = row.label(low) if low == high else f"{row.label(low)} to {row.label(high)}"
+                parts.append(f"{row.name} {span} on {len(values)}")
+        return f"{len(recipe)} layers: " + (", ".join(parts) or "int8 only")
     return ", ".join(
         f"{name} " + "/".join(row.label(entry[row.name]) for row in knobs_lib.KNOBS)
         for name, entry in recipe.items()
