@@ -24,6 +24,7 @@ HEADLINES = {
     "01_pruning": lambda f: abs(f["kernel_sparsity"] - 0.8) <= 0.01,
     "02_qat_and_export": lambda f: f["keras_tflite_agreement"] >= 0.99,
     "03_distillation": lambda f: f["distilled_accuracy"] >= f["student_alone_accuracy"] + 0.02,
+    "04_channel_pruning": lambda f: f["macs_ratio"] <= 0.5 and f["masked_vs_stripped"] < 1e-4,
 }
 
 

@@ -42,6 +42,8 @@ from tfcompress.quantization import (
     quantize_apply,
     quantize_model,
 )
+from tfcompress import auto
+from tfcompress.auto import AutoCompressResult, auto_compress
 
 __all__ = [
     "__version__",
@@ -86,4 +88,8 @@ __all__ = [
     "quantize_annotate_model",
     "quantize_apply",
     "quantize_model",
+    # automatic compression
+    "auto",
+    "AutoCompressResult",
+    "auto_compress",
 ]

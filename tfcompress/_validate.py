@@ -193,6 +193,46 @@ def check_same_length(**arrays):
         )
 
 
+def check_class_labels(name, y, classes, keep_one_hot=False):
+    """Returns class labels as int64 `(batch,)`; raises ValueError unless they fit `classes`.
+
+    Integer labels `(batch,)` or `(batch, 1)`, or one-hot rows `(batch, classes)`.
+
+    Args:
+        name: Argument name, for messages.
+        y: The labels.
+        classes: Number of classes of the model's output.
+        keep_one_hot: Return one-hot rows as they are (for training) instead
+            of their argmax.
+
+    Example:
+
+    >>> check_class_labels("y", [[0.0, 1.0], [1.0, 0.0]], 2).tolist()
+    [1, 0]
+    >>> check_class_labels("y", [0, 12], 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: y holds labels outside [0, 10) for a model with 10 classes. Received labels from 0 to 12
+    """
+    y = check_array(name, y, min_ndim=1)
+    if y.ndim == 2 and y.shape[1] == classes and classes > 1:
+        return y if keep_one_hot else np.argmax(y, axis=-1)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    whole = y.dtype.kind in "biu" or bool(np.all(np.mod(y, 1) == 0))
+    if y.ndim != 1 or not whole:
+        raise ValueError(
+            f"{name} must hold integer class labels (shape (batch,)) or one-hot rows (shape "
+            f"(batch, {classes})). Received shape {y.shape}, dtype {y.dtype}"
+        )
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(
+            f"{name} holds labels outside [0, {classes}) for a model with {classes} classes. "
+            f"Received labels from {y.min()} to {y.max()}"
+        )
+    return y.astype("int64")
+
+
 def check_finite_weights(model, doing):
     """Raises ValueError naming the weights of `model` that hold NaN or infinity.
 
@@ -379,6 +419,7 @@ __all__ = [
     "check_array",
     "check_bool",
     "check_built",
+    "check_class_labels",
     "check_file",
     "check_finite_weights",
     "check_fraction",

@@ -4,6 +4,7 @@
                        [--int8-io] [--rnn auto|unroll]
     tfcompress inspect FILE            (.keras or .tflite: the compression report)
     tfcompress bench FILE.tflite [--threads N] [--runs N]
+    tfcompress compress MODEL.keras --data TRAIN.npz --validation VAL.npz [--max-drop 1.0] -o OUT.tflite
     tfcompress demo [--out DIR] [--quick]
 
 Every failure (a missing, truncated or corrupted file, calibration data of the
@@ -72,6 +73,26 @@ def build_parser():
     bench.add_argument("file", help="a .tflite file")
     bench.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     bench.add_argument("--runs", type=int, default=200, help="timed inferences (default 200)")
+
+    compress = add(
+        "compress", "automatic compression: the smallest int8 .tflite within an accuracy budget"
+    )
+    compress.add_argument("model", help="path of a trained .keras classifier")
+    compress.add_argument("--data", required=True, help="training data: a .npz with arrays x and y")
+    compress.add_argument(
+        "--validation", required=True, help="validation data (.npz with x and y): the budget is checked on it"
+    )
+    compress.add_argument(
+        "--max-drop", type=float, default=1.0, help="accuracy points the .tflite may lose (default 1.0)"
+    )
+    compress.add_argument("-o", "--output", required=True, help="path of the .tflite to write")
+    compress.add_argument("--recipe", help="a recipe .json to run instead of searching")
+    compress.add_argument("--save-recipe", help="write the recipe found to this .json")
+    compress.add_argument("--trials", type=int, default=4, help="pipeline runs of the search (default 4)")
+    compress.add_argument(
+        "--epochs", type=int, nargs=3, metavar=("PRUNE", "CLUSTER", "QAT"), help="epochs per stage (default 12 4 3)"
+    )
+    compress.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     demo = add("demo", "the whole pipeline on the bundled digits")
     demo.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
@@ -146,13 +167,65 @@ def _bench(args):
     )
 
 
+def _compress(args):
+    import json
+
+    from tfcompress import _validate
+    from tfcompress.auto import auto_compress
+
+    max_drop = _validate.check_number("--max-drop", args.max_drop, minimum=0)
+    _validate.check_output_path("--output", args.output)
+    arrays = {}
+    for flag, path in (("--data", args.data), ("--validation", args.validation)):
+        _validate.check_file(flag, path, (".npz",))
+        loaded = _validate.load_npy(path, flag)
+        missing = [key for key in ("x", "y") if key not in loaded]
+        if missing:
+            raise ValueError(f"{flag} {path} has no array {missing[0]!r} (it holds {sorted(loaded)})")
+        arrays[flag] = (loaded["x"], loaded["y"])
+    recipe = None
+    if args.recipe:
+        with open(_validate.check_file("--recipe", args.recipe, (".json",))) as f:
+            try:
+                recipe = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--recipe {args.recipe} is not valid JSON: {error}") from None
+    if args.save_recipe:
+        _validate.check_output_path("--save-recipe", args.save_recipe)
+    model = _validate.load_keras_model(args.model, "MODEL")
+    epochs = dict(zip(("prune", "cluster", "qat"), args.epochs)) if args.epochs else None
+    result = auto_compress(
+        model, *arrays["--data"], arrays["--validation"],
+        max_accuracy_drop=max_drop / 100, seed=args.seed, recipe=recipe,
+        epochs=epochs, max_trials=args.trials,
+    )
+    print(f"\nrecipe (JSON):\n{result.recipe_json()}")
+    if args.save_recipe:
+        with open(args.save_recipe, "w") as f:
+            f.write(result.recipe_json() + "\n")
+        print(f"wrote {args.save_recipe}")
+    if not result.within_budget:
+        raise ValueError(
+            f"no run kept the budget of {args.max_drop} point(s); nothing written to {args.output}"
+        )
+    with open(args.output, "wb") as f:
+        f.write(result.tflite)
+    print(f"wrote {args.output} ({len(result.tflite):,} bytes, gzip {result.report[-1]['gzip_bytes']:,})")
+
+
 def _demo(args):
     from tfcompress import demo
 
     demo.run(out_dir=args.out, quick=args.quick)
 
 
-_COMMANDS = {"convert": _convert, "inspect": _inspect, "bench": _bench, "demo": _demo}
+_COMMANDS = {
+    "convert": _convert,
+    "inspect": _inspect,
+    "bench": _bench,
+    "compress": _compress,
+    "demo": _demo,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ import numpy as np
 
 import tfcompress
 from tfcompress import datasets, lite
+from tfcompress.auto import pipeline
 
 BATCH_SIZE = 32
 
@@ -155,39 +156,9 @@ def make_distiller(teacher, student, learning_rate=LEARNING_RATES["distill"], **
 
 
 def ramp_schedule(final_sparsity, prune_epochs, num_examples):
-    """`PolynomialDecay` to `final_sparsity` over the first 2/3 of the pruning epochs.
-
-    The remaining third lets the network recover at the final sparsity; masks
-    are updated twice per epoch.
-    """
+    """`auto.pipeline.ramp_schedule` for `num_examples` in batches of `BATCH_SIZE`."""
     steps_per_epoch = int(np.ceil(num_examples / BATCH_SIZE))
-    return tfcompress.PolynomialDecay(
-        0.0,
-        final_sparsity,
-        begin_step=0,
-        end_step=steps_per_epoch * max(1, (2 * prune_epochs) // 3),
-        frequency=max(1, steps_per_epoch // 2),
-    )
-
-
-@dataclasses.dataclass
-class PipelineModels:
-    """The models `train_pipeline` trained.
-
-    Attributes:
-        qat: The trained QAT model, ready for `lite.convert(qat, "int8")`.
-        pruning: The trained model with its pruning wrappers (None if not pruned).
-        pruned: `pruning` stripped of its wrappers.
-        clustering: The trained model with its clustering wrappers (None if
-            not clustered).
-        clustered: `clustering` stripped of its wrappers.
-    """
-
-    qat: keras.Model
-    pruning: keras.Model = None
-    pruned: keras.Model = None
-    clustering: keras.Model = None
-    clustered: keras.Model = None
+    return pipeline.ramp_schedule(final_sparsity, prune_epochs, steps_per_epoch)
 
 
 def train_pipeline(
@@ -202,11 +173,7 @@ def train_pipeline(
     verbose=2,
     weight_bits=8,
 ):
-    """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
-
-    Sparsity ramps with `PolynomialDecay` over the first two thirds of the
-    pruning epochs; the rest let the network recover at the final sparsity.
-    Each stage starts from a copy of the previous stage's stripped model.
+    """`auto.pipeline.train_pipeline` with the demo's batch size and the headline recipe by default.
 
     Args:
         float_model: The trained `demo_cnn()`.
@@ -226,46 +193,16 @@ def train_pipeline(
         weight_bits: Weight bits of the QAT stage (`quantize_model`).
 
     Returns:
-        The trained models, a `PipelineModels`.
+        The trained models, a `tfcompress.auto.pipeline.PipelineModels`.
     """
-    sparsity = HEADLINE_SPARSITY if sparsity is None else sparsity
-    clusters = HEADLINE_CLUSTERS if clusters is None else clusters
-    rates = {**LEARNING_RATES, **(learning_rates or {})}
-    models = PipelineModels(qat=None)
-    model = float_model
-    if sparsity:
-        if isinstance(sparsity, dict):
-            schedule = {
-                name: ramp_schedule(target, epochs["prune"], len(x))
-                for name, target in sparsity.items()
-            }
-        else:
-            schedule = ramp_schedule(sparsity, epochs["prune"], len(x))
-        log(f"  pruning ({epochs['prune']} epochs): {_describe(sparsity, '{:.0%}')}")
-        models.pruning = _fit(
-            tfcompress.prune_low_magnitude(model, schedule),
-            rates["prune"], x, y, epochs["prune"], verbose,
-        )
-        model = models.pruned = tfcompress.strip_pruning(models.pruning)
-    keep_zeros = bool(sparsity)
-    if clusters:
-        zeros = ", zeros kept out" if keep_zeros else ""
-        log(f"  clustering ({epochs['cluster']} epochs){zeros}: {_describe(clusters, '{}')}")
-        models.clustering = _fit(
-            tfcompress.cluster_weights(model, clusters, preserve_sparsity=keep_zeros),
-            rates["cluster"], x, y, epochs["cluster"], verbose,
-        )
-        model = models.clustered = tfcompress.strip_clustering(models.clustering)
-    kept = [kind for kind, kept in (("zeros", keep_zeros), ("clusters", clusters)) if kept]
-    log(
-        f"  quantization-aware training ({epochs['qat']} epochs)"
-        + (f", {' and '.join(kept)} kept" if kept else "")
+    return pipeline.train_pipeline(
+        float_model, x, y, epochs,
+        HEADLINE_SPARSITY if sparsity is None else sparsity,
+        HEADLINE_CLUSTERS if clusters is None else clusters,
+        batch_size=BATCH_SIZE,
+        learning_rates={**LEARNING_RATES, **(learning_rates or {})},
+        weight_bits=weight_bits, log=log, verbose=verbose,
     )
-    models.qat = _fit(
-        tfcompress.quantize_model(model, preserve_sparsity=keep_zeros, weight_bits=weight_bits),
-        rates["qat"], x, y, epochs["qat"], verbose,
-    )
-    return models
 
 
 def _fit(model, learning_rate, x, y, epochs, verbose):
@@ -274,10 +211,8 @@ def _fit(model, learning_rate, x, y, epochs, verbose):
     return model
 
 
-def _describe(setting, fmt):
-    if isinstance(setting, dict):
-        return ", ".join(f"{name} {fmt.format(value)}" for name, value in setting.items())
-    return fmt.format(setting)
+# The type `train_pipeline` returns, for the benchmarks that name it.
+PipelineModels = pipeline.PipelineModels
 
 
 def run(out_dir="demo_out", quick=False, seed=0, log=print):

@@ -1,0 +1,270 @@
+"""The per-layer settings the search chooses (one row per knob) and the recipe format.
+
+A recipe is a plain, JSON-serializable dict: for each compressed layer, one
+value per knob,
+
+    {"conv1": {"sparsity": 0.5, "clusters": 16},
+     "dense": {"sparsity": 0.95, "clusters": 8}}
+
+Layers the recipe does not name are only quantized (int8 QAT); a knob a layer
+entry leaves out takes its neutral value (no pruning, no clustering).
+
+Each `Knob` row says what its values are (`check`), which layers it applies
+to (`supports`), what a value does to a kernel at once, without training
+(`apply`: what the sensitivity scan measures and the size model encodes), and
+which values the search tries (`grid`). The search, the size model and the
+recipe checks only loop over `KNOBS`; a new per-layer technique (e.g. low-bit
+weights, kept channels) is a new row plus its stage in `pipeline.py`.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from tfcompress import _layers, _rewrite, _validate
+from tfcompress._wrapper import CompressionWrapper
+from tfcompress.clustering import ClusterWeights
+from tfcompress.clustering.centroids import init_centroids, nearest_centroid_numpy
+from tfcompress.pruning import PruneLowMagnitude
+from tfcompress.pruning.masks import magnitude_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """One per-layer setting of a recipe.
+
+    Attributes:
+        name: Its key in a recipe's layer entry.
+        neutral: The value that leaves a layer as it is.
+        grid: The values the search measures, mildest (the neutral) first.
+        check: `check(argument, value) -> value`: validates one value.
+        supports: `supports(layer) -> bool`.
+        apply: `apply(kernel, value, seed) -> kernel`: the value's effect on a
+            numpy kernel at once (no training), as the pipeline starts it.
+        label: `label(value) -> str` for tables.
+    """
+
+    name: str
+    neutral: Any
+    grid: tuple
+    check: Callable
+    supports: Callable
+    apply: Callable
+    label: Callable
+
+
+# Values k-means fits centroids on, at most (the rest only look up their nearest).
+_KMEANS_SAMPLE = 65536
+
+
+def _prune_at_once(kernel, sparsity, seed):
+    """The kernel with its `sparsity` smallest-magnitude weights zeroed (as pruning ends)."""
+    del seed  # magnitude pruning is deterministic
+    if sparsity <= 0:
+        return kernel
+    mask = keras.ops.convert_to_numpy(magnitude_mask(keras.ops.convert_to_tensor(kernel), sparsity))
+    return kernel * mask
+
+
+def _cluster_at_once(kernel, clusters, seed):
+    """The kernel's non-zero weights replaced by the nearest of `clusters` k-means centroids.
+
+    The same initialisation `cluster_weights(..., preserve_sparsity=True)` starts from.
+    """
+    if clusters is None:
+        return kernel
+    kept = kernel != 0
+    if np.count_nonzero(kept) <= clusters:
+        return kernel
+    values = kernel[kept]
+    if values.size > _KMEANS_SAMPLE:  # centroids of a big kernel settle on a sample
+        values = np.random.default_rng(seed).choice(values, _KMEANS_SAMPLE, replace=False)
+    centroids = init_centroids(values, clusters, "kmeans++", seed=seed)
+    clustered = centroids[nearest_centroid_numpy(kernel, centroids)]
+    return np.where(kept, clustered, 0.0).astype(kernel.dtype)
+
+
+def _check_clusters(name, value):
+    return None if value is None else _validate.check_int(name, value, minimum=2)
+
+
+SPARSITY = Knob(
+    name="sparsity",
+    neutral=0.0,
+    grid=(0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99),
+    check=lambda name, value: _validate.check_fraction(name, value),
+    supports=PruneLowMagnitude.supports,
+    apply=_prune_at_once,
+    label=lambda value: f"{value:.0%}",
+)
+
+CLUSTERS = Knob(
+    name="clusters",
+    neutral=None,
+    grid=(None, 32, 16, 8, 4, 2),
+    check=_check_clusters,
+    supports=ClusterWeights.supports,
+    apply=_cluster_at_once,
+    label=lambda value: "-" if value is None else str(value),
+)
+
+# In the order the pipeline applies them (prune, then cluster the survivors).
+# Where the knobs being built elsewhere plug in:
+#   * kept channels (`prune_channels`): a row first in this tuple whose
+#     `apply` zeroes whole output channels; its stage runs before pruning;
+#   * weight bits (4/2/1-bit QAT): a row last, whose value the QAT stage and
+#     `sizes.kernel_codes` (the integer grid) read.
+KNOBS = (SPARSITY, CLUSTERS)
+KNOB_NAMES = tuple(knob.name for knob in KNOBS)
+
+
+def compressible_layers(model):
+    """`{name: layer}` of the layers of `model` that at least one knob applies to.
+
+    Raises:
+        ValueError: if `model` already holds compression wrappers (the search
+            starts from the float model) or two such layers share a name.
+    """
+    layers = {}
+    for layer in _rewrite.iter_layers(model):
+        if isinstance(layer, CompressionWrapper):
+            raise ValueError(
+                f"Model '{model.name}' already holds a {type(layer).__name__} "
+                f"('{layer.name}'): automatic compression starts from the float model."
+            )
+        if isinstance(layer, keras.Model) or not any(k.supports(layer) for k in KNOBS):
+            continue
+        if layer.name in layers:
+            raise ValueError(
+                f"Model '{model.name}' has two layers named '{layer.name}'; recipes name "
+                "layers, so their names must be unique."
+            )
+        layers[layer.name] = layer
+    return layers
+
+
+def search_grids(layers, folded=()):
+    """`{layer name: {knob: values}}`: what the search tries on each layer.
+
+    A knob that does not apply to a layer keeps its neutral value.
+    Clustering is not searched on layers whose BatchNormalization
+    `quantize_model` folds in (`folded`): the fold scales each output channel
+    by its own factor, and QAT does not keep the shared values through it
+    yet, so clusters there cost accuracy and save nothing. A recipe may
+    still set them.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(4, name="dense")
+    >>> dense.build((None, 8))
+    >>> search_grids({"dense": dense}, folded={"dense"})["dense"]["clusters"]
+    (None,)
+    """
+    grids = {}
+    for name, layer in layers.items():
+        grids[name] = {
+            row.name: row.grid if row.supports(layer) else (row.neutral,) for row in KNOBS
+        }
+        if name in folded:
+            grids[name][CLUSTERS.name] = (CLUSTERS.neutral,)
+    return grids
+
+
+def kernels(layer):
+    """The variables of `layer` the knobs change: the kernels pruning and clustering share."""
+    for method in (PruneLowMagnitude.opt_in_method, ClusterWeights.opt_in_method):
+        found = _layers.compressible_weights(layer, method)
+        if found:
+            return found
+    return []
+
+
+def check_recipe(recipe, layers):
+    """Validates a recipe against a model's compressible layers; returns it normalized.
+
+    Args:
+        recipe: `{layer_name: {knob: value}}` (see the module docstring).
+        layers: `{name: layer}` from `compressible_layers`.
+
+    Returns:
+        A new dict in the model's layer order, every knob of every named
+        layer filled in (the neutral value when left out), values normalized
+        (plain floats and ints, so it serializes to JSON as it is).
+
+    Raises:
+        ValueError: for something that is not such a dict, a layer the model
+            does not have (or that nothing compresses), an unknown knob, a bad
+            value, or a value on a layer the knob does not apply to.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(4, name="dense")
+    >>> dense.build((None, 8))
+    >>> check_recipe({"dense": {"sparsity": 0.5}}, {"dense": dense})
+    {'dense': {'sparsity': 0.5, 'clusters': None}}
+    """
+    if not isinstance(recipe, dict):
+        raise ValueError(
+            "recipe must be a dict {layer_name: {knob: value}}, e.g. "
+            f"{{'dense': {{'sparsity': 0.9, 'clusters': 16}}}}. Received: recipe={recipe!r}"
+        )
+    unknown = [name for name in recipe if name not in layers]
+    if unknown:
+        raise ValueError(
+            f"recipe names layers the model has no compressible layer for: {unknown}. "
+            f"Compressible layers: {list(layers)}"
+        )
+    normalized = {}
+    for name in layers:
+        if name not in recipe:
+            continue
+        entry = recipe[name]
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"recipe[{name!r}] must be a dict {{knob: value}} with knobs from "
+                f"{list(KNOB_NAMES)}. Received: {entry!r}"
+            )
+        extra = [key for key in entry if key not in KNOB_NAMES]
+        if extra:
+            raise ValueError(
+                f"recipe[{name!r}] has unknown knob(s) {extra}. Known knobs: {list(KNOB_NAMES)}"
+            )
+        settings = {}
+        for row in KNOBS:
+            value = row.check(f"recipe[{name!r}][{row.name!r}]", entry.get(row.name, row.neutral))
+            if value != row.neutral and not row.supports(layers[name]):
+                raise ValueError(
+                    f"recipe[{name!r}] sets {row.name}={value!r}, but layer '{name}' "
+                    f"({type(layers[name]).__name__}) does not support {row.name}."
+                )
+            settings[row.name] = value
+        normalized[name] = settings
+    return normalized
+
+
+def stage_settings(recipe):
+    """`{knob: {layer_name: value}}` of the non-neutral values of a normalized recipe.
+
+    Example:
+
+    >>> stage_settings({"a": {"sparsity": 0.5, "clusters": None}})
+    {'sparsity': {'a': 0.5}, 'clusters': {}}
+    """
+    return {
+        row.name: {
+            name: entry[row.name] for name, entry in recipe.items() if entry[row.name] != row.neutral
+        }
+        for row in KNOBS
+    }
+
+
+def describe(recipe):
+    """One line per layer: `conv1: sparsity 50%, clusters 16`."""
+    if not recipe:
+        return "(no layer compressed: int8 QAT only)"
+    return "\n".join(
+        f"{name}: " + ", ".join(f"{row.name} {row.label(entry[row.name])}" for row in KNOBS)
+        for name, entry in recipe.items()
+    )
