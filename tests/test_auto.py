@@ -17,7 +17,7 @@ import tfcompress
 from tfcompress import cli, lite
 from tfcompress.auto import allocate, knobs, pipeline, sizes
 from tfcompress.auto.sensitivity import Evaluator, measure
-from tfcompress.report import tflite_weights
+from tfcompress.report import stored_bits, tflite_weights
 
 BUDGET = 0.04
 SETTINGS = dict(
@@ -115,7 +115,7 @@ def test_recipe_is_plain_json_and_what_the_tflite_holds(searched):
 
 
 def test_size_model_encodes_kernels_as_the_tflite_stores_them(searched):
-    """`sizes.kernel_codes` of the shipped QAT kernels is exactly the int8 tensor of the file."""
+    """`sizes.kernel_codes` of the shipped QAT kernels is exactly the int8 / INT4 tensor of the file."""
     result, _ = searched
     int8 = {name: values for name, values, _ in tflite_weights(result.tflite) if values.dtype == np.int8}
     wrappers = [l for l in result.model.layers if isinstance(l, tfcompress.QuantizeWrapper)]
@@ -125,9 +125,14 @@ def test_size_model_encodes_kernels_as_the_tflite_stores_them(searched):
         (name,) = [name for name in result.recipe if wrapper.name.startswith(f"quant_{name}")]
         shipped = wrapper.shipped_weights()[id(inner.kernel)]
         shared = result.recipe[name]["clusters"] is not None
-        codes = sizes.kernel_codes(inner, inner.kernel, shipped, shared)
+        bits = result.recipe[name]["weight_bits"]
+        codes = sizes.kernel_codes(inner, inner.kernel, shipped, shared, bits)
         (stored,) = [v for key, v in int8.items() if f"quant_{name}" in key]
+        assert stored_bits(stored) == (8 if bits == 8 else 4)
         assert np.array_equal(codes.reshape(stored.shape), stored)
+    # The search gave at least one layer fewer bits (a model this small barely
+    # shrinks otherwise).
+    assert min(entry["weight_bits"] for entry in result.recipe.values()) < 8
 
 
 def test_recipe_round_trip_through_the_cli(searched, data, trained, tmp_path, capsys):
@@ -289,13 +294,16 @@ def test_sensitivity_is_monotone_and_restores_the_model(trained, data):
     assert at_90["hidden"] < min(at_90["conv"], at_90["logits"]) / 1.5, at_90
 
 
-def test_size_table_prices_sparsity_and_clusters(trained):
+def test_size_table_prices_sparsity_clusters_and_bits(trained):
     table = sizes.size_table(trained.get_layer("hidden"))
-    assert len(table) == len(knobs.SPARSITY.grid) * len(knobs.CLUSTERS.grid)
-    plain = table[(0.0, None)]
+    assert len(table) == len(knobs.SPARSITY.grid) * len(knobs.CLUSTERS.grid) * len(knobs.BITS.grid)
+    plain = table[(0.0, None, 8)]
     assert 3000 < plain < 4700  # 4,608 int8 values, little redundancy
-    assert table[(0.9, None)] < plain / 3
-    assert table[(0.9, 4)] < table[(0.9, 32)] < table[(0.9, None)]
+    assert table[(0.9, None, 8)] < plain / 3
+    assert table[(0.9, 4, 8)] < table[(0.9, 32, 8)] < table[(0.9, None, 8)]
+    # 4,608 INT4 values pack into 2,304 bytes: about half the int8 size.
+    assert 1500 < table[(0.0, None, 4)] < 0.6 * plain
+    assert table[(0.0, None, 2)] < table[(0.0, None, 4)]
 
 
 def test_frontier_points_are_pareto_optimal():

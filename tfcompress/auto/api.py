@@ -35,17 +35,19 @@ def auto_compress(
     per_layer=True,
     verbose=1,
 ):
-    """Finds per-layer pruning and clustering that keep an accuracy budget, and applies them.
+    """Finds per-layer pruning, clustering and weight bits that keep an accuracy budget.
 
     1. Baseline: the float32 `.tflite` of `model` and its accuracy on the
        validation data.
     2. Sensitivity: for each compressible layer, one at a time and without
        training, the rise of the validation loss under each sparsity
-       (magnitude pruning) and each cluster count (k-means), and the gzip
-       size of its int8 kernels under each joint setting.
+       (magnitude pruning), each cluster count (k-means) and each weight
+       bits (8, 4, ternary), and the gzip size of its integer kernels (int8,
+       or INT4 packed two per byte) under each joint setting.
     3. Allocation: recipes ordered from no compression to the harshest, each
        the least predicted loss for its size (greedy by loss per byte saved).
-    4. Trials: the real pipeline (prune -> cluster -> QAT, see
+    4. Trials: the real pipeline (prune -> cluster -> QAT at the layers'
+       weight bits, see
        `pipeline.train_pipeline`) runs at a recipe of that order, the int8
        `.tflite` is converted and its accuracy checked against the budget;
        the next trial is harsher after a pass and backs off after a failure
@@ -66,11 +68,13 @@ def auto_compress(
             what sensitivity and the budget are measured on.
         max_accuracy_drop: Accuracy the `.tflite` may lose against the float
             `.tflite`, as a fraction (0.01 = one point).
-        objective: "size" (gzip bytes of the int8 `.tflite`). "latency" needs
-            channel pruning, which tfcompress does not have yet.
+        objective: "size" (gzip bytes of the int8 `.tflite`), the only one
+            for now: "latency" raises (channel pruning, the technique that
+            trades latency, is not one of the searched knobs yet).
         seed: Seed of the sampling and of every training run.
         recipe: None to search; or a recipe (`result.recipe`, edited or not:
-            `{layer: {"sparsity": float, "clusters": int or None}}`) to run
+            `{layer: {"sparsity": float, "clusters": int or None,
+            "weight_bits": 8, 4, 2 or 1}}`) to run
             the pipeline once with it, skipping the search.
         epochs: `{"prune": 12, "cluster": 4, "qat": 3}` by default.
         batch_size: Batch size for array data.
@@ -203,6 +207,7 @@ class _Session:
             self.model, self.train.x, self.train.y,
             sparsity=settings[knobs_lib.SPARSITY.name],
             clusters=settings[knobs_lib.CLUSTERS.name],
+            weight_bits={None: knobs_lib.BITS.neutral, **settings[knobs_lib.BITS.name]},
             log=lambda line: self.log("  " + line), verbose=2 if self.verbose >= 2 else 0,
             **self.training,
         ).qat

@@ -3,18 +3,18 @@
 A recipe is a plain, JSON-serializable dict: for each compressed layer, one
 value per knob,
 
-    {"conv1": {"sparsity": 0.5, "clusters": 16},
-     "dense": {"sparsity": 0.95, "clusters": 8}}
+    {"conv1": {"sparsity": 0.5, "clusters": 16, "weight_bits": 8},
+     "dense": {"sparsity": 0.95, "clusters": 8, "weight_bits": 4}}
 
 Layers the recipe does not name are only quantized (int8 QAT); a knob a layer
-entry leaves out takes its neutral value (no pruning, no clustering).
+entry leaves out takes its neutral value (no pruning, no clustering, 8 bits).
 
 Each `Knob` row says what its values are (`check`), which layers it applies
 to (`supports`), what a value does to a kernel at once, without training
 (`apply`: what the sensitivity scan measures and the size model encodes), and
 which values the search tries (`grid`). The search, the size model and the
-recipe checks only loop over `KNOBS`; a new per-layer technique (e.g. low-bit
-weights, kept channels) is a new row plus its stage in `pipeline.py`.
+recipe checks only loop over `KNOBS`; a new per-layer technique (e.g. kept
+channels) is a new row plus its stage in `pipeline.py`.
 """
 
 import dataclasses
@@ -29,6 +29,8 @@ from tfcompress.clustering import ClusterWeights
 from tfcompress.clustering.centroids import init_centroids, nearest_centroid_numpy
 from tfcompress.pruning import PruneLowMagnitude
 from tfcompress.pruning.masks import magnitude_mask
+from tfcompress.quantization import lowbit
+from tfcompress.quantization.configs import default_quantize_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +43,9 @@ class Knob:
         grid: The values the search measures, mildest (the neutral) first.
         check: `check(argument, value) -> value`: validates one value.
         supports: `supports(layer) -> bool`.
-        apply: `apply(kernel, value, seed) -> kernel`: the value's effect on a
-            numpy kernel at once (no training), as the pipeline starts it.
+        apply: `apply(kernel, value, seed, layer, variable) -> kernel`: the
+            value's effect on a numpy kernel (a value of `variable` of
+            `layer`) at once, without training, as the pipeline starts it.
         label: `label(value) -> str` for tables.
     """
 
@@ -59,20 +62,21 @@ class Knob:
 _KMEANS_SAMPLE = 65536
 
 
-def _prune_at_once(kernel, sparsity, seed):
+def _prune_at_once(kernel, sparsity, seed, layer=None, variable=None):
     """The kernel with its `sparsity` smallest-magnitude weights zeroed (as pruning ends)."""
-    del seed  # magnitude pruning is deterministic
+    del seed, layer, variable  # magnitude pruning is deterministic and layer-blind
     if sparsity <= 0:
         return kernel
     mask = keras.ops.convert_to_numpy(magnitude_mask(keras.ops.convert_to_tensor(kernel), sparsity))
     return kernel * mask
 
 
-def _cluster_at_once(kernel, clusters, seed):
+def _cluster_at_once(kernel, clusters, seed, layer=None, variable=None):
     """The kernel's non-zero weights replaced by the nearest of `clusters` k-means centroids.
 
     The same initialisation `cluster_weights(..., preserve_sparsity=True)` starts from.
     """
+    del layer, variable
     if clusters is None:
         return kernel
     kept = kernel != 0
@@ -84,6 +88,47 @@ def _cluster_at_once(kernel, clusters, seed):
     centroids = init_centroids(values, clusters, "kmeans++", seed=seed)
     clustered = centroids[nearest_centroid_numpy(kernel, centroids)]
     return np.where(kept, clustered, 0.0).astype(kernel.dtype)
+
+
+def _bits_at_once(kernel, bits, seed, layer, variable):
+    """The kernel through the weight quantizer QAT gives it at `bits` (4: 15 levels
+    per channel; 2: ternary; 1: binary). At 8 bits it is left as it is: every
+    recipe quantizes to int8, so that is the baseline the others are measured
+    against."""
+    del seed
+    if bits == BITS.neutral:
+        return kernel
+    quantizer = low_bit_quantizers(layer, bits).get(weight_attribute(layer, variable))
+    if quantizer is None:
+        return kernel
+    return keras.ops.convert_to_numpy(quantizer(keras.ops.convert_to_tensor(kernel)))
+
+
+def low_bit_quantizers(layer, bits):
+    """`{weight attribute: WeightQuantizer}` that `quantize_model(weight_bits=bits)` gives `layer`."""
+    config = default_quantize_config(layer)
+    if config is None:
+        return {}
+    return lowbit.WeightBits({layer.name: bits}).config_for(layer, config, explicit=False).weights
+
+
+def weight_attribute(layer, variable):
+    """The attribute of `layer` holding `variable` ("kernel", "depthwise_kernel"...), or None."""
+    config = default_quantize_config(layer)
+    for attribute in config.weights if config is not None else ():
+        if getattr(layer, attribute, None) is variable:
+            return attribute
+    return None
+
+
+def _supports_low_bits(layer):
+    config = default_quantize_config(layer)
+    return (
+        config is not None
+        and bool(config.weights)
+        and not isinstance(layer, lowbit.NO_INT4_LAYERS)
+        and (SPARSITY.supports(layer) or CLUSTERS.supports(layer))
+    )
 
 
 def _check_clusters(name, value):
@@ -110,13 +155,23 @@ CLUSTERS = Knob(
     label=lambda value: "-" if value is None else str(value),
 )
 
-# In the order the pipeline applies them (prune, then cluster the survivors).
-# Where the knobs being built elsewhere plug in:
-#   * kept channels (`prune_channels`): a row first in this tuple whose
-#     `apply` zeroes whole output channels; its stage runs before pruning;
-#   * weight bits (4/2/1-bit QAT): a row last, whose value the QAT stage and
-#     `sizes.kernel_codes` (the integer grid) read.
-KNOBS = (SPARSITY, CLUSTERS)
+BITS = Knob(
+    name="weight_bits",
+    neutral=8,
+    # Binary (1) costs too much accuracy at once to be worth measuring on every
+    # layer; a recipe may still ask for it.
+    grid=(8, 4, 2),
+    check=lambda name, value: lowbit.check_weight_bits(name, value),
+    supports=_supports_low_bits,
+    apply=_bits_at_once,
+    label=lambda value: f"{value}-bit",
+)
+
+# In the order the pipeline applies them: prune, cluster the survivors, then
+# QAT puts the weights on the grid of their bits. Kept channels
+# (`prune_channels`) would be a row first in this tuple whose `apply` zeroes
+# whole output channels, with its stage before pruning.
+KNOBS = (SPARSITY, CLUSTERS, BITS)
 KNOB_NAMES = tuple(knob.name for knob in KNOBS)
 
 
@@ -203,7 +258,7 @@ def check_recipe(recipe, layers):
     >>> dense = keras.layers.Dense(4, name="dense")
     >>> dense.build((None, 8))
     >>> check_recipe({"dense": {"sparsity": 0.5}}, {"dense": dense})
-    {'dense': {'sparsity': 0.5, 'clusters': None}}
+    {'dense': {'sparsity': 0.5, 'clusters': None, 'weight_bits': 8}}
     """
     if not isinstance(recipe, dict):
         raise ValueError(
@@ -249,8 +304,8 @@ def stage_settings(recipe):
 
     Example:
 
-    >>> stage_settings({"a": {"sparsity": 0.5, "clusters": None}})
-    {'sparsity': {'a': 0.5}, 'clusters': {}}
+    >>> stage_settings({"a": {"sparsity": 0.5, "clusters": None, "weight_bits": 4}})
+    {'sparsity': {'a': 0.5}, 'clusters': {}, 'weight_bits': {'a': 4}}
     """
     return {
         row.name: {
@@ -261,7 +316,7 @@ def stage_settings(recipe):
 
 
 def describe(recipe):
-    """One line per layer: `conv1: sparsity 50%, clusters 16`."""
+    """One line per layer: `conv1: sparsity 50%, clusters 16, weight_bits 4-bit`."""
     if not recipe:
         return "(no layer compressed: int8 QAT only)"
     return "\n".join(

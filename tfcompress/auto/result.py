@@ -88,14 +88,15 @@ class AutoCompressResult:
 
 
 def describe_short(recipe):
-    """A recipe on one line: `conv1 50%/16, dense 95%/8` (sparsity/clusters).
+    """A recipe on one line: `conv1 50%/16/8-bit, dense 95%/8/4-bit` (sparsity/clusters/bits).
 
     A recipe of more than 6 layers is summed up by each knob's range.
 
     Example:
 
-    >>> describe_short({"a": {"sparsity": 0.5, "clusters": 16}, "b": {"sparsity": 0.9, "clusters": None}})
-    'a 50%/16, b 90%/-'
+    >>> describe_short({"a": {"sparsity": 0.5, "clusters": 16, "weight_bits": 8},
+    ...                 "b": {"sparsity": 0.9, "clusters": None, "weight_bits": 4}})
+    'a 50%/16/8-bit, b 90%/-/4-bit'
     """
     if not recipe:
         return "int8 only"

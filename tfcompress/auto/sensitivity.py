@@ -151,7 +151,7 @@ def measure(model, layers, grids, x, labels, verbose=1):
             rise = 0.0
             for value in grids[name][row.name][1:]:
                 for seed, (variable, original) in enumerate(zip(variables, originals)):
-                    variable.assign(row.apply(original, value, seed))
+                    variable.assign(row.apply(original, value, seed, layer, variable))
                 value_loss, value_accuracy = evaluate()
                 for variable, original in zip(variables, originals):
                     variable.assign(original)
@@ -199,7 +199,7 @@ def harshest_without_training(evaluate, layers, choices, floor):
                 variables = knobs_lib.kernels(layers[name])
                 for seed, (variable, kernel) in enumerate(zip(variables, originals[name])):
                     for row in knobs_lib.KNOBS:
-                        kernel = row.apply(kernel, settings[row.name], seed)
+                        kernel = row.apply(kernel, settings[row.name], seed, layers[name], variable)
                     variable.assign(kernel)
             return evaluate()[1]
         finally:

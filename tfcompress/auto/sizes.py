@@ -1,11 +1,12 @@
-"""The size model: gzipped bytes of a layer's int8 kernels under each joint setting.
+"""The size model: gzipped bytes of a layer's integer kernels under each joint setting.
 
 What `objective="size"` minimizes is the gzip size of the int8 `.tflite`.
 Almost all of it is kernels, so each candidate setting of a layer is priced by
 applying the knobs to its kernels at once (`Knob.apply`, in pipeline order),
 rounding them to the integers TFLite stores (symmetric int8, per output
 channel where QAT quantizes per channel, per tensor for clustered kernels,
-as `quantize_model` keeps clusters shared) in TFLite's layout, and gzipping
+as `quantize_model` keeps clusters shared; at 4 bits and below, values in
+[-7, 7] packed two per byte as INT4) in TFLite's layout, and gzipping
 them. The real pipeline then trains, which moves values but keeps the zeros
 and the number of distinct values, so these prices rank settings well; the
 budget check measures the real file.
@@ -21,13 +22,16 @@ from tfcompress import _layers
 from tfcompress.auto import knobs as knobs_lib
 from tfcompress.quantization.configs import default_quantize_config
 
+# The largest code of each storage: int8, and INT4 (which also holds the
+# ternary and binary grids).
 _INT8_MAX = 127
+_INT4_MAX = 7
 # Values of a kernel gzipped to price it, at most (see `codes_bytes`).
 _GZIP_SAMPLE = 1 << 16
 
 
-def kernel_codes(layer, variable, kernel, shared):
-    """The int8 values TFLite stores for `kernel` (a value of `variable` of `layer`).
+def kernel_codes(layer, variable, kernel, shared, bits=8):
+    """The integers TFLite stores for `kernel` (a value of `variable` of `layer`).
 
     Args:
         layer: The Keras layer.
@@ -35,6 +39,8 @@ def kernel_codes(layer, variable, kernel, shared):
         kernel: Numpy array in Keras' layout.
         shared: True for a clustered kernel: one scale for the tensor, so the
             shared values stay shared.
+        bits: The layer's weight bits: 8 gives int8 codes, 4 and below INT4
+            codes in [-7, 7] (see `packed_int4`).
 
     Returns:
         An int8 array in TFLite's layout (output channels first for Dense and
@@ -48,27 +54,44 @@ def kernel_codes(layer, variable, kernel, shared):
     >>> kernel_codes(dense, dense.kernel, np.array([[1.0, -0.5], [0.0, 0.25]]), False).tolist()
     [[127, 0], [-64, 32]]
     """
-    axes = None if shared else _channel_axes(layer, variable)
+    axes = None if shared else _channel_axes(layer, variable, bits)
     magnitude = np.abs(kernel)
     if axes is None:
         bound = np.full((1,) * kernel.ndim, magnitude.max())
     else:
         bound = magnitude.max(axis=tuple(range(kernel.ndim - len(axes))), keepdims=True)
-    scale = np.maximum(bound, 1e-12) / _INT8_MAX
-    codes = np.clip(np.round(kernel / scale), -_INT8_MAX, _INT8_MAX).astype(np.int8)
+    largest = _INT8_MAX if bits == 8 else _INT4_MAX
+    scale = np.maximum(bound, 1e-12) / largest
+    codes = np.clip(np.round(kernel / scale), -largest, largest).astype(np.int8)
     if isinstance(layer, _layers.DEPTHWISE_LAYERS) or codes.ndim < 2:
         return codes  # TFLite's depthwise layout (1, h, w, in x multiplier) keeps this order
     return np.moveaxis(codes, -1, 0)
 
 
-def _channel_axes(layer, variable):
-    config = default_quantize_config(layer)
-    if config is None:
-        return None
-    for attribute, quantizer in config.weights.items():
-        if getattr(layer, attribute, None) is variable:
-            return quantizer.channel_axes
-    return None
+def packed_int4(codes):
+    """INT4 codes as TFLite stores them: two per byte, the first in the low nibble.
+
+    Example:
+
+    >>> packed_int4(np.array([1, -1, 7], np.int8)).tolist()
+    [241, 7]
+    """
+    flat = codes.reshape(-1).astype(np.uint8) & 0x0F
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    return flat[0::2] | (flat[1::2] << 4)
+
+
+def _channel_axes(layer, variable, bits):
+    # Low-bit weights have a range per channel also where int8 has one per
+    # tensor (Dense, Conv1D): the quantizers `quantize_model` gives them say.
+    if bits == 8:
+        config = default_quantize_config(layer)
+        quantizers = config.weights if config is not None else {}
+    else:
+        quantizers = knobs_lib.low_bit_quantizers(layer, bits)
+    quantizer = quantizers.get(knobs_lib.weight_attribute(layer, variable))
+    return None if quantizer is None else quantizer.channel_axes
 
 
 def gzip_bytes(data):
@@ -76,19 +99,20 @@ def gzip_bytes(data):
     return len(gzip.compress(bytes(data), compresslevel=9, mtime=0))
 
 
-def codes_bytes(codes):
-    """Predicted gzip bytes of int8 `codes` (TFLite layout) inside the `.tflite`.
+def codes_bytes(codes, bits=8):
+    """Predicted gzip bytes of `codes` (TFLite layout, `bits` per weight) inside the `.tflite`.
 
     A big kernel is priced from evenly spaced rows (output channels) holding
     about `_GZIP_SAMPLE` values, scaled up: gzip's cost per value is steady
     along a kernel, and compressing megabytes for every candidate is slow.
     """
+    store = packed_int4 if bits < 8 else (lambda c: c)
     rows = codes.reshape(codes.shape[0], -1) if codes.ndim > 1 else codes.reshape(1, -1)
     if rows.size <= _GZIP_SAMPLE or rows.shape[0] < 8:
-        return gzip_bytes(rows.tobytes())
+        return gzip_bytes(store(rows).tobytes())
     step = int(np.ceil(rows.size / _GZIP_SAMPLE))
     sample = rows[::step]
-    return int(round(gzip_bytes(sample.tobytes()) * rows.shape[0] / sample.shape[0]))
+    return int(round(gzip_bytes(store(sample).tobytes()) * rows.shape[0] / sample.shape[0]))
 
 
 def size_table(layer, grids=None):
@@ -114,11 +138,15 @@ def size_table(layer, grids=None):
             depth += 1
         del chain[depth + 1 :]
         for d in range(depth, len(combo)):
-            kernels = [rows[d].apply(k, combo[d], seed) for seed, k in enumerate(chain[-1][1])]
+            kernels = [
+                rows[d].apply(k, combo[d], seed, layer, variable)
+                for seed, (variable, k) in enumerate(zip(variables, chain[-1][1]))
+            ]
             chain.append((combo[: d + 1], kernels))
         shared = combo[rows.index(knobs_lib.CLUSTERS)] is not None
+        bits = combo[rows.index(knobs_lib.BITS)]
         table[combo] = sum(
-            codes_bytes(kernel_codes(layer, variable, kernel, shared))
+            codes_bytes(kernel_codes(layer, variable, kernel, shared, bits), bits)
             for variable, kernel in zip(variables, chain[-1][1])
         )
     return table
