@@ -2,8 +2,8 @@
 
 For each model, trained once in float:
 
-* auto: `auto_compress(..., max_accuracy_drop=0.01)`: per-layer sparsity and
-  clusters found by the search, no per-layer input;
+* auto: `auto_compress(..., max_accuracy_drop=0.01)`: per-layer sparsity,
+  clusters and weight bits found by the search, no per-layer input;
 * uniform: the same search restricted to one setting for every layer
   (`per_layer=False`), with as many pipeline runs, i.e. the best uniform
   recipe of the same techniques (prune -> cluster -> QAT) that keeps the same
@@ -141,6 +141,7 @@ def render(model_name, entry):
         if len(recipe) > 6:  # the short form only gives ranges: the layers, folded away
             each = ", ".join(
                 f"{layer} {entry['sparsity']:.0%}" + (f"/{entry['clusters']}" if entry["clusters"] else "")
+                + (f"/{entry['weight_bits']}-bit" if entry.get("weight_bits", 8) != 8 else "")
                 for layer, entry in recipe.items()
             )
             lines.append(f"  <details><summary>per layer</summary>{each}</details>")
@@ -181,7 +182,11 @@ def main():
         if name == "digits_cnn":
             print("\n--- hand recipe (demo.HEADLINE_*)", flush=True)
             hand = {
-                layer: {"sparsity": demo.HEADLINE_SPARSITY[layer], "clusters": demo.HEADLINE_CLUSTERS[layer]}
+                layer: {
+                    "sparsity": demo.HEADLINE_SPARSITY[layer],
+                    "clusters": demo.HEADLINE_CLUSTERS[layer],
+                    "weight_bits": 8,
+                }
                 for layer in demo.HEADLINE_SPARSITY
             }
             result = tfcompress.auto_compress(model, x, y, (xt, yt), recipe=hand, **common)

@@ -271,8 +271,9 @@ class _Session:
             measured.base_accuracy - (self.baseline - self.floor),
         )
         self.log(
-            f"[4/4] trials: the pipeline at up to {max_trials} recipes, each checked on its "
-            f"int8 .tflite; recipe {start}/{len(points) - 1} keeps the budget even untrained"
+            f"[4/4] trials: the pipeline at up to {max_trials} recipes (and a fallback if none "
+            f"passes), each checked on its int8 .tflite; recipe {start}/{len(points) - 1} keeps "
+            "the budget even untrained"
         )
 
         def run_point(index):
