@@ -200,7 +200,7 @@ BAD_ARGUMENTS = [
     (dict(validation_data=(np.zeros((5, 8, 8), "float32"), np.zeros(5))), ValueError,
      "validation_data x has shape (5, 8, 8), but the model expects (batch, 8, 8, 1)"),
     (dict(validation_data=(np.zeros((5, 8, 8, 1), "float32"), np.full(5, 12))), ValueError,
-     "labels outside [0, 10)"),
+     "holds class labels in [12, 12], but the output has 10 classes"),
     (dict(validation_data=None), ValueError, "validation_data is required"),
     (dict(recipe={"dense_9": {"sparsity": 0.5}}), ValueError, "recipe names layers the model has no compressible layer for: ['dense_9']"),
     (dict(recipe={"hidden": {"bits": 4}}), ValueError, "recipe['hidden'] has unknown knob(s) ['bits']"),

@@ -100,13 +100,7 @@ def accuracy(output, y, producer, threshold, name):
             f"{name} has shape {y.shape}, but the output has shape {output.shape}: pass "
             f"class ids of shape {output.shape[:-1]} or one-hot rows of shape {output.shape}."
         )
-    if y.dtype.kind == "f" and not np.all(np.floor(y) == y):
-        raise ValueError(f"{name} holds fractions; class labels are whole numbers in [0, {units}).")
-    if y.size and (y.min() < 0 or y.max() >= units):
-        raise ValueError(
-            f"{name} holds class labels in [{y.min()}, {y.max()}], but the output has "
-            f"{units} classes: labels must be in [0, {units})."
-        )
+    _validate.check_label_values(name, y, units)
     return float(np.mean(np.argmax(output, axis=-1) == y))
 
 

@@ -212,25 +212,39 @@ def check_class_labels(name, y, classes, keep_one_hot=False):
     >>> check_class_labels("y", [0, 12], 10)
     Traceback (most recent call last):
     ...
-    ValueError: y holds labels outside [0, 10) for a model with 10 classes. Received labels from 0 to 12
+    ValueError: y holds class labels in [0, 12], but the output has 10 classes: labels must be in [0, 10).
     """
     y = check_array(name, y, min_ndim=1)
     if y.ndim == 2 and y.shape[1] == classes and classes > 1:
         return y if keep_one_hot else np.argmax(y, axis=-1)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    whole = y.dtype.kind in "biu" or bool(np.all(np.mod(y, 1) == 0))
-    if y.ndim != 1 or not whole:
+    if y.ndim != 1:
         raise ValueError(
             f"{name} must hold integer class labels (shape (batch,)) or one-hot rows (shape "
             f"(batch, {classes})). Received shape {y.shape}, dtype {y.dtype}"
         )
+    return check_label_values(name, y, classes).astype("int64")
+
+
+def check_label_values(name, y, classes):
+    """Returns `y` (numpy); raises ValueError unless it holds whole numbers in [0, classes).
+
+    Example:
+
+    >>> check_label_values("y", np.array([0.0, 1.5]), 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: y holds fractions; class labels are whole numbers in [0, 3).
+    """
+    if y.dtype.kind == "f" and not np.all(np.floor(y) == y):
+        raise ValueError(f"{name} holds fractions; class labels are whole numbers in [0, {classes}).")
     if y.size and (y.min() < 0 or y.max() >= classes):
         raise ValueError(
-            f"{name} holds labels outside [0, {classes}) for a model with {classes} classes. "
-            f"Received labels from {y.min()} to {y.max()}"
+            f"{name} holds class labels in [{y.min()}, {y.max()}], but the output has "
+            f"{classes} classes: labels must be in [0, {classes})."
         )
-    return y.astype("int64")
+    return y
 
 
 def check_finite_weights(model, doing):
@@ -420,6 +434,7 @@ __all__ = [
     "check_bool",
     "check_built",
     "check_class_labels",
+    "check_label_values",
     "check_file",
     "check_finite_weights",
     "check_fraction",
