@@ -204,6 +204,8 @@ BAD_ARGUMENTS = [
     (dict(validation_data=None), ValueError, "validation_data is required"),
     (dict(recipe={"dense_9": {"sparsity": 0.5}}), ValueError, "recipe names layers the model has no compressible layer for: ['dense_9']"),
     (dict(recipe={"hidden": {"bits": 4}}), ValueError, "recipe['hidden'] has unknown knob(s) ['bits']"),
+    (dict(recipe={"hidden": {"weight_bits": 3}}), ValueError,
+     "recipe['hidden']['weight_bits'] must be one of [1, 2, 4, 8]. Received: recipe['hidden']['weight_bits']=3"),
     (dict(recipe={"hidden": {"sparsity": 1.5}}), ValueError, "recipe['hidden']['sparsity'] must be in [0, 1). Received: recipe['hidden']['sparsity']=1.5"),
     (dict(recipe={"hidden": {"clusters": 1}}), ValueError, "recipe['hidden']['clusters'] must be >= 2"),
     (dict(recipe=[("hidden", 0.5)]), ValueError, "recipe must be a dict {layer_name: {knob: value}}"),
