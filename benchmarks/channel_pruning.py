@@ -9,7 +9,7 @@ For each architecture, on scikit-learn's digits upscaled to 32x32 RGB:
    of a single producer: MobileNetV2's expansion channels, ResNet's inner
    block channels; the residual streams, joined by `Add`s, stay whole) to the
    uniform sparsity that `sparsity_for_macs` computes for the target MACs
-   (MobileNetV2 0.5x, ResNet 0.4x), kept counts multiples of 8
+   (MobileNetV2 0.4x, ResNet 0.4x), kept counts multiples of 8
    (`round_to=8`), ranked by BatchNorm scale (ramped over the first half of
    the pruning epochs, the rest recovers), then `strip_channels` rebuilds the
    model with fewer filters;
@@ -332,7 +332,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("mobilenetv2", "resnet"), default=None)
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--mobilenet-macs", type=float, default=0.5, help="target MACs ratio")
+    parser.add_argument("--mobilenet-macs", type=float, default=0.4, help="target MACs ratio")
     parser.add_argument("--resnet-macs", type=float, default=0.4, help="target MACs ratio")
     parser.add_argument("--round-to", type=int, default=8, help="kept channels: multiples of this")
     parser.add_argument("--workdir", default=None, help="keep the 224x224 .tflite files here")
@@ -370,7 +370,7 @@ def main():
     text = [
         "# Channel pruning: MobileNetV2 and ResNet on digits (32x32 RGB)",
         "",
-        f"`python benchmarks/channel_pruning.py{' --quick' if args.quick else ''}`, {now}, "
+        f"`python benchmarks/channel_pruning.py{''.join(' ' + a for a in sys.argv[1:])}`, {now}, "
         f"{time.time() - started:.0f} s; TensorFlow {_version('tensorflow')}, Keras "
         f"{keras.__version__}, ai-edge-litert {_version('ai_edge_litert')}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs.",

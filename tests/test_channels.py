@@ -8,6 +8,7 @@ from conftest import compile_for_digits, make_cnn
 import tfcompress
 from tfcompress import ConstantSparsity, PolynomialDecay, count_macs
 from tfcompress.pruning.channels import graph as channel_graph
+from tfcompress.pruning.channels import sparsity_for_macs
 
 L = keras.layers
 
@@ -417,6 +418,22 @@ def test_count_macs_of_a_channel_pruned_model_is_what_ships():
     train_call(pruned, np.ones((1, 8, 8, 1), "float32"))
     # conv 1 -> 4 filters; conv 4 -> 4; Dense reads 16 * 4 rows, 8 units; head 8 rows.
     assert count_macs(pruned).total == 64 * 9 * 4 + 64 * 9 * 16 + 64 * 8 + 80
+
+
+def test_sparsity_for_macs_lands_at_or_below_the_target_once_stripped():
+    # 8 kept of "b" needs 21 of 32 removed: sparsity above 20.5 / 32 = 0.640625,
+    # which rounds down to 0.6406 at 4 decimals (16 kept: 0.28x the MACs).
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(16, 3, padding="same", name="a")(inputs)
+    x = L.Conv2D(32, 3, padding="same", name="b")(x)
+    model = keras.Model(inputs, L.Conv2D(4, 1, name="out")(x))
+    sparsity = sparsity_for_macs(model, 0.2, round_to=8)
+    assert sparsity == 0.6407
+    pruned = tfcompress.prune_channels(model, ConstantSparsity(sparsity, 0), round_to=8)
+    train_call(pruned, np.ones((1, 8, 8, 3), "float32"))
+    assert pruned.kept_channels() == {"a": (8, 16), "b": (8, 32)}
+    small = tfcompress.strip_channels(pruned)
+    assert count_macs(small).total == 64 * (9 * 3 * 8 + 9 * 8 * 8 + 8 * 4) <= 0.2 * count_macs(model).total
 
 
 def test_summarize_reports_macs_per_layer():

@@ -317,4 +317,10 @@ def sparsity_for_macs(model, macs_ratio, groups=None, round_to=1):
     while high - low > 1e-4:
         middle = (low + high) / 2
         low, high = (middle, high) if macs_at(middle) > target else (low, middle)
-    return float(round(high, 4))
+    # Up, never to the nearest: `high` may sit just above a step where one
+    # group keeps `round_to` channels fewer, and rounding down would land on
+    # the other side of it, above the target.
+    sparsity = np.ceil(high * 1e4) / 1e4
+    while macs_at(sparsity) > target and sparsity + 1e-4 <= highest:
+        sparsity += 1e-4
+    return float(round(sparsity, 4))
