@@ -15,10 +15,6 @@ QAT int8 accuracy, Keras = TFLite top-1 agreement.
 
     python benchmarks/zoo.py [--rows vit,MobileNetV2] [--tfmot-python PATH | --no-tfmot]
                              [--no-digits] [--out zoo.md]
-
-Rows that need `lite.convert` features of issue 10 items 4 / 5 (several or
-int32 inputs, several outputs, RNNs) report "needs lite.py" for the steps
-that convert.
 """
 
 import argparse
@@ -68,16 +64,10 @@ def latency_ratio(float_flatbuffer, int8_flatbuffer, rounds=5):
 def our_row(row):
     x = row.data(np.random.default_rng(0), 16)
     result = {}
-    if row.needs:
-        result["prune"] = attempt(lambda: zoo.prune_and_strip(row, x))[1] or "ok (strip); needs lite.py"
-    else:
-        pruned, error = attempt(lambda: zoo.check_pruning(row, x))
-        result["prune"] = error or f"ok ({pruned['sparsity']:.0%} zeros)"
+    pruned, error = attempt(lambda: zoo.check_pruning(row, x))
+    result["prune"] = error or f"ok ({pruned['sparsity']:.0%} zeros)"
     clustered, error = attempt(lambda: zoo.check_clustering(row, x))
     result["cluster"] = error or f"ok ({clustered['distinct']} values)"
-    if row.needs:
-        result["qat"] = attempt(lambda: zoo.quantize_and_fit(row, x))[1] or "ok (QAT fit); needs lite.py"
-        return result
     qat, error = attempt(lambda: zoo.check_qat(row, x))
     if error:
         result["qat"] = error
