@@ -70,15 +70,17 @@ def convert(
             quantization calibrated on `representative_data`. "int16x8":
             post-training quantization of a float model to int16 activations
             and int8 weights (TFLite's 16x8 mode), for models whose
-            activations lose too much in int8 (wide ranges, e.g. attention
-            or regression outputs); about twice the activation memory of
-            int8, kernels not accelerated on every target.
+            activations lose too much in int8 (wide ranges: attention,
+            regression outputs); twice int8's activation memory, and not
+            accelerated on every target. Ops without a 16x8 kernel stay
+            float; the file is run once, and a model LiteRT cannot run in
+            16x8 (LayerNormalization: no int16 SQUARED_DIFFERENCE) raises.
         representative_data: For "int8" on a float model and for "int16x8":
-            inputs as `predict`
-            takes them (an array; a list or dict of arrays for several
-            inputs), or an iterable / `tf.data.Dataset` of such batches (or of
-            `(x, y)` batches). Up to 500 examples are used. Checked first
-            (finite values, the inputs' shapes): the converter crashes on inf.
+            inputs as `predict` takes them (an array; a list or dict of
+            arrays for several inputs), or an iterable / `tf.data.Dataset` of
+            such batches (or of `(x, y)` batches). Up to 500 examples are
+            used. Checked first (finite values, the inputs' shapes): the
+            converter crashes on inf.
         int8_io: With "int8", make the float input and output tensors int8
             too (for integer-only targets such as microcontrollers and NPUs).
         output_path: If given, the flatbuffer is also written there.
@@ -91,7 +93,7 @@ def convert(
         ValueError: for an unknown `quantization` or `rnn`; `int8_io` without
             "int8"; "int8" on a float model, or "int16x8", without
             `representative_data`; "int16x8" of a QAT model (its ranges are
-            int8: use "int8");
+            int8: use "int8") or of a model LiteRT cannot run in 16x8;
             representative data that does not fit the inputs or holds NaN /
             inf; a model whose weights hold NaN / inf; "int8" of an RNN whose
             number of steps is not fixed (unless it is a fusable LSTM); what
