@@ -19,8 +19,8 @@ def _rows():
     ]
 
 
-def _data(row, n=16):
-    return row.data(np.random.default_rng(0), n)
+def _data(row):
+    return row.examples()
 
 
 @pytest.mark.parametrize("row", _rows())
