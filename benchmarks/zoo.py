@@ -15,10 +15,6 @@ QAT int8 accuracy, Keras = TFLite top-1 agreement.
 
     python benchmarks/zoo.py [--rows vit,MobileNetV2] [--tfmot-python PATH | --no-tfmot]
                              [--no-digits] [--out zoo.md]
-
-Rows that need `lite.convert` features of issue 10 items 4 / 5 (several or
-int32 inputs, several outputs, RNNs) report "needs lite.py" for the steps
-that convert.
 """
 
 import argparse
@@ -66,24 +62,22 @@ def latency_ratio(float_flatbuffer, int8_flatbuffer, rounds=5):
 
 
 def our_row(row):
-    x = row.data(np.random.default_rng(0), 16)
+    x = row.examples()
     result = {}
-    if row.needs:
-        result["prune"] = attempt(lambda: zoo.prune_and_strip(row, x))[1] or "ok (strip); needs lite.py"
-    else:
-        pruned, error = attempt(lambda: zoo.check_pruning(row, x))
-        result["prune"] = error or f"ok ({pruned['sparsity']:.0%} zeros)"
+    pruned, error = attempt(lambda: zoo.check_pruning(row, x))
+    result["prune"] = error or f"ok ({pruned['sparsity']:.0%} zeros)"
     clustered, error = attempt(lambda: zoo.check_clustering(row, x))
     result["cluster"] = error or f"ok ({clustered['distinct']} values)"
-    if row.needs:
-        result["qat"] = attempt(lambda: zoo.quantize_and_fit(row, x))[1] or "ok (QAT fit); needs lite.py"
-        return result
     qat, error = attempt(lambda: zoo.check_qat(row, x))
     if error:
         result["qat"] = error
         return result
     result["qat"] = "full int8" if not qat["float_ops"] else f"{len(qat['float_ops'])} float ops"
-    result["float_ops"] = sorted(set(qat["float_ops"]))
+    # Every float op, the declared ones too (the test skips those), with the row's reason.
+    floats = zoo.float_ops_and_tensors(qat["flatbuffer"])[0]
+    result["float_ops"] = sorted(set(floats))
+    if floats and not qat["float_ops"]:
+        result["qat"] = f"int8, {len(floats)} float ops as declared ({'; '.join(row.float_ops.values())})"
     result["cosine"] = qat["cosine"]
     float_flatbuffer = lite.convert(row.build())
     result["float_ms"], result["int8_ms"] = latency_ratio(float_flatbuffer, qat["flatbuffer"])

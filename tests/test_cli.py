@@ -64,6 +64,24 @@ def test_convert_float16_is_about_half_of_float32(saved_model, capsys):
     assert 0.4 < sizes["float16"] / sizes["float32"] < 0.6
 
 
+def test_convert_int16x8_writes_int16_activations_and_int8_kernels(saved_model, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model_path, calibration, folder = saved_model
+    out = str(folder / "model_int16x8.tflite")
+    status, stdout, _ = run(
+        capsys, "convert", model_path, "-o", out, "--quantization", "int16x8", "--calibration", calibration
+    )
+    assert status == 0 and f"wrote {out}" in stdout and "int16x8" in stdout
+    interpreter = Interpreter(model_path=out)
+    dtypes = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert len(convs) == 2
+    for op in convs:
+        assert [dtypes[i] for i in op["inputs"][:2]] == [np.int16, np.int8]
+        assert dtypes[op["outputs"][0]] == np.int16
+
+
 def test_inspect_a_keras_file(saved_model, capsys):
     status, stdout, _ = run(capsys, "inspect", saved_model[0])
     assert status == 0

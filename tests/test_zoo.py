@@ -3,10 +3,6 @@
 The models and the checks are in `zoo_models.py` (shared with
 `benchmarks/zoo.py`). Rows marked fast run in `make test`; the others, and the
 digits transformer, are marked `zoo` and run with `make test-zoo`.
-
-Rows whose conversion needs `lite.convert` features of issue 10 items 4 / 5
-(several or int32 inputs, several outputs, RNNs with builtin ops) run every
-step up to the conversion, then skip naming the dependency.
 """
 
 import keras
@@ -23,17 +19,13 @@ def _rows():
     ]
 
 
-def _data(row, n=16):
-    return row.data(np.random.default_rng(0), n)
+def _data(row):
+    return row.examples()
 
 
 @pytest.mark.parametrize("row", _rows())
 def test_prune_strip_convert(row):
-    x = _data(row)
-    if row.needs:
-        zoo.prune_and_strip(row, x)
-        pytest.skip(row.needs)
-    result = zoo.check_pruning(row, x)
+    result = zoo.check_pruning(row, _data(row))
     assert result["sparsity"] == pytest.approx(zoo.SPARSITY, abs=0.01)
     assert result["cosine"] >= zoo.MIN_COSINE
 
@@ -47,11 +39,7 @@ def test_cluster_strip(row):
 
 @pytest.mark.parametrize("row", _rows())
 def test_qat_full_integer(row):
-    x = _data(row)
-    if row.needs:
-        zoo.quantize_and_fit(row, x)
-        pytest.skip(row.needs)
-    result = zoo.check_qat(row, x)
+    result = zoo.check_qat(row, _data(row))
     assert result["float_ops"] == []
     assert result["float_tensors"] == []
     assert result["cosine"] >= zoo.MIN_COSINE

@@ -169,8 +169,12 @@ def _is_one_batch(data, specs):
 # -- RNNs ---------------------------------------------------------------------------
 
 
-def rnn_plan(model, layout, rnn):
+def rnn_plan(model, layout, rnn, fuse=True):
     """How each RNN layer is exported, and the batch size the export needs.
+
+    `fuse=False` never fuses LSTMs (int8 of a QAT model: the converter cannot
+    quantize around a float fused LSTM, "Failed to duplicate values for the
+    stateful op"), so they are unrolled or loop like the other RNNs.
 
     Returns:
         `([(layer, "fuse" | "unroll" | "loop")], batch)` where batch is 1 if
@@ -190,7 +194,7 @@ def rnn_plan(model, layout, rnn):
     for layer in layers:
         if not isinstance(layer, keras.layers.RNN):
             continue
-        if rnn == "auto" and _fusable_lstm(layer):
+        if rnn == "auto" and fuse and _fusable_lstm(layer):
             plan.append((layer, "fuse"))
         elif static.get(id(layer), static_default):
             plan.append((layer, "unroll"))
@@ -325,6 +329,12 @@ def convert_once(model, layout, plan, batch, quantization, samples, int8_io, new
         if samples is not None:
             converter.representative_dataset = lambda: iter(samples)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if quantization == "int16x8":
+                # Ops without a 16x8 kernel (NEG in LayerNormalization, ...) stay float.
+                converter.target_spec.supported_ops = [
+                    tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                    tf.lite.OpsSet.TFLITE_BUILTINS,
+                ]
             converter.experimental_new_quantizer = new_quantizer
         if int8_io:  # float inputs and outputs become int8; int32 token ids stay int32
             converter.inference_input_type = tf.int8

@@ -21,6 +21,8 @@ models come back Sequential.
 import keras
 from keras import tree
 
+from tfcompress import _inplace
+
 
 def is_graph_model(model):
     """True for Sequential and functional models (those rebuilt node by node)."""
@@ -111,6 +113,9 @@ def copy(model):
 
     result = rebuild(model, replace=fresh)
     for old, new in pairs:  # built by the rebuild's calls
+        # A block whose layers were wrapped in place (`_inplace`): its config
+        # does not hold the wrappers, so they are put back before the weights.
+        _inplace.copy_wrappers(old, new)
         new.set_weights(old.get_weights())
     return result
 

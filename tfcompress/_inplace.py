@@ -161,6 +161,30 @@ def _put(layer, path, new):
         _replace_attribute(layer, name, value, _with_item(value, rest, new))
 
 
+def copy_wrappers(source, target):
+    """Wraps the layers of `target`, a built copy of `source`, as `source`'s are.
+
+    `target` was re-created from `source`'s config (which knows nothing of the
+    wrappers put in place) and built. Each new wrapper is built as its
+    original was, so that `target.set_weights(source.get_weights())` then
+    copies every variable, the wrappers' included.
+    """
+    for path, wrapper in _wrapper_paths(source):
+        kwargs = {k: v for k, v in wrapper.get_config().items() if k != "layer"}
+        for key in type(wrapper).serialized_args:
+            kwargs[key] = keras.saving.deserialize_keras_object(kwargs[key])
+        clone = type(wrapper)(_get(target, path), **kwargs)
+        clone.build_from_config(wrapper.get_build_config())
+        _put(target, path, clone)
+
+
+def _get(layer, path):
+    value = layer
+    for key in path:
+        value = getattr(value, key) if isinstance(value, keras.layers.Layer) else value[key]
+    return value
+
+
 def _with_item(container, path, new):
     key, rest = path[0], path[1:]
     item = new if not rest else _with_item(container[key], rest, new)

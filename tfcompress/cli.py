@@ -1,6 +1,6 @@
 """The `tfcompress` command: convert, inspect, bench and demo.
 
-    tfcompress convert MODEL.keras -o OUT.tflite [--quantization int8 --calibration X.npy|X.npz]
+    tfcompress convert MODEL.keras -o OUT.tflite [--quantization int8|int16x8 --calibration X.npy|X.npz]
                        [--int8-io] [--rnn auto|unroll]
     tfcompress inspect FILE            (.keras or .tflite: the compression report)
     tfcompress bench FILE.tflite [--threads N] [--runs N]
@@ -17,7 +17,7 @@ import argparse
 import sys
 import traceback
 
-QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8")
+QUANTIZATION_CHOICES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +55,7 @@ def build_parser():
     convert.add_argument(
         "--calibration",
         help="a .npy array of model inputs (first axis = examples), or a .npz of one "
-        "array per input name, to calibrate post-training int8 of a float model",
+        "array per input name, to calibrate post-training int8 / int16x8 of a float model",
     )
     convert.add_argument(
         "--int8-io", action="store_true", help="int8 input/output tensors (with int8)"

@@ -22,7 +22,9 @@ from tfcompress import _export, _flatbuffer, _litert, _rewrite, _scoring, _valid
 from tfcompress._quiet import hold_back_fd2
 from tfcompress._wrapper import strip_for_export
 
-QUANTIZATION_MODES = (None, "float16", "dynamic", "int8")
+QUANTIZATION_MODES = (None, "float16", "dynamic", "int8", "int16x8")
+# Modes that quantize activations: calibrated on representative data (or QAT ranges for int8).
+FULL_INTEGER_MODES = ("int8", "int16x8")
 
 
 def convert(
@@ -55,7 +57,9 @@ def convert(
     `rnn="unroll"` every RNN is unrolled and the batch stays free. For "int8"
     with fused LSTMs, both TFLite quantizers (and unrolling, when the steps
     are fixed) are tried and the file closest to Keras on the calibration
-    data is kept: neither quantizer is reliable on the fused op alone.
+    data is kept: neither quantizer is reliable on the fused op alone. "int8"
+    of a QAT model never fuses: QAT leaves RNNs float, and the converter
+    cannot quantize around a float fused LSTM, so they are unrolled (or loop).
 
     Args:
         model: A Sequential, functional or subclassed (built) `keras.Model`.
@@ -63,12 +67,20 @@ def convert(
             "dynamic" (int8 weights, float activations) or "int8" (full
             integer: int8 weights and activations). "int8" on a QAT model uses
             its learned ranges; on a float model it is post-training
-            quantization calibrated on `representative_data`.
-        representative_data: For "int8" on a float model: inputs as `predict`
-            takes them (an array; a list or dict of arrays for several
-            inputs), or an iterable / `tf.data.Dataset` of such batches (or of
-            `(x, y)` batches). Up to 500 examples are used. Checked first
-            (finite values, the inputs' shapes): the converter crashes on inf.
+            quantization calibrated on `representative_data`. "int16x8":
+            post-training quantization of a float model to int16 activations
+            and int8 weights (TFLite's 16x8 mode), for models whose
+            activations lose too much in int8 (wide ranges: attention,
+            regression outputs); twice int8's activation memory, and not
+            accelerated on every target. Ops without a 16x8 kernel stay
+            float; the file is run once, and a model LiteRT cannot run in
+            16x8 (LayerNormalization: no int16 SQUARED_DIFFERENCE) raises.
+        representative_data: For "int8" on a float model and for "int16x8":
+            inputs as `predict` takes them (an array; a list or dict of
+            arrays for several inputs), or an iterable / `tf.data.Dataset` of
+            such batches (or of `(x, y)` batches). Up to 500 examples are
+            used. Checked first (finite values, the inputs' shapes): the
+            converter crashes on inf.
         int8_io: With "int8", make the float input and output tensors int8
             too (for integer-only targets such as microcontrollers and NPUs).
         output_path: If given, the flatbuffer is also written there.
@@ -79,7 +91,9 @@ def convert(
 
     Raises:
         ValueError: for an unknown `quantization` or `rnn`; `int8_io` without
-            "int8"; "int8" on a float model without `representative_data`;
+            "int8"; "int8" on a float model, or "int16x8", without
+            `representative_data`; "int16x8" of a QAT model (its ranges are
+            int8: use "int8") or of a model LiteRT cannot run in 16x8;
             representative data that does not fit the inputs or holds NaN /
             inf; a model whose weights hold NaN / inf; "int8" of an RNN whose
             number of steps is not fixed (unless it is a fusable LSTM); what
@@ -116,31 +130,42 @@ def convert(
     # wrappers compute the shipped weights at inference, which the converter
     # folds into constants.
     _validate.check_finite_weights(model, "convert")
-    plan, batch = _export.rnn_plan(model, layout, rnn)
+    qat = _is_qat(model)
+    plan, batch = _export.rnn_plan(model, layout, rnn, fuse=not (qat and quantization == "int8"))
     samples = None
-    if quantization == "int8" and not _is_qat(model):
+    if quantization == "int16x8" and qat:
+        raise ValueError(
+            f"quantization='int16x8' is post-training quantization of a float model, but "
+            f"model '{model.name}' is a QAT model whose learned ranges are int8: convert "
+            "it with quantization='int8', or give the float model before quantize_model."
+        )
+    if quantization in FULL_INTEGER_MODES and not qat:
         if representative_data is None:
+            hint = "" if quantization == "int16x8" else (
+                ", or train the model with tfcompress.quantization.quantize_model first"
+            )
             raise ValueError(
-                "quantization='int8' on a float model is post-training quantization "
-                "and needs representative_data (a numpy array or batches of typical "
-                "inputs, ~100-500 examples) to calibrate the activation ranges. "
-                "Pass representative_data=x_train[:500], or train the model with "
-                "tfcompress.quantization.quantize_model first."
+                f"quantization={quantization!r} on a float model is post-training "
+                "quantization and needs representative_data (a numpy array or batches of "
+                "typical inputs, ~100-500 examples) to calibrate the activation ranges. "
+                f"Pass representative_data=x_train[:500]{hint}."
             )
         looping = [layer.name for layer, how in plan if how == "loop"]
         if looping:
             raise ValueError(
-                f"quantization='int8' needs RNNs over a fixed number of steps, but {looping} "
+                f"quantization={quantization!r} needs RNNs over a fixed number of steps, but {looping} "
                 "read sequences of any length (the TFLite calibrator crashes on their "
                 "loop). Give keras.Input a fixed number of steps, or use 'dynamic'."
             )
         samples = _export.calibration_samples(representative_data, layout, batch)
     with _native_logs_held_back():
-        if samples is not None and any(how == "fuse" for _, how in plan):
+        if quantization == "int8" and samples is not None and any(how == "fuse" for _, how in plan):
             flatbuffer, variant = _best_int8_lstm(model, layout, plan, batch, samples, int8_io)
         else:
             flatbuffer = _export.convert_once(model, layout, plan, batch, quantization, samples, int8_io)
             variant = None
+    if quantization == "int16x8":
+        _check_runs_16x8(flatbuffer, layout, samples[0], model.name)
     metadata = {
         "version": 1,
         "input_structure": layout.structure,
@@ -191,6 +216,20 @@ def _best_int8_lstm(model, layout, plan, batch, samples, int8_io):
             stacklevel=3,
         )
     return best[1], best[2]
+
+
+def _check_runs_16x8(flatbuffer, layout, sample, name):
+    """Runs the 16x8 file once: the converter emits some int16 ops LiteRT has no kernel for."""
+    runtime = _litert.Runtime(flatbuffer, order=(layout.names, _output_names(flatbuffer, layout)))
+    try:
+        runtime.run([sample[n] for n in layout.names], 1)
+    except ValueError as error:
+        raise ValueError(
+            f"quantization='int16x8' converted model '{name}', but LiteRT cannot run the "
+            f"result ({str(error).split(': ', 1)[-1]}): its 16x8 kernels do not cover every "
+            "op the converter quantizes (e.g. SQUARED_DIFFERENCE of LayerNormalization). "
+            "Use quantization='int8' (QAT for transformers) or 'dynamic'."
+        ) from None
 
 
 def _cosine(a, b):
