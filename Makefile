@@ -22,6 +22,7 @@ test: $(STAMP)
 # Every keras.applications family and the hand-built transformers / sequence
 # models through prune, cluster and QAT -> int8 (slow: tens of minutes).
 test-zoo: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[zoo]"
 	$(PY) -m pytest -q -n 2 -m "zoo or not zoo" tests/test_zoo.py
 
 bench: $(STAMP)
