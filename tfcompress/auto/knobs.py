@@ -91,10 +91,12 @@ def _cluster_at_once(kernel, clusters, seed, layer=None, variable=None):
 
 
 def _bits_at_once(kernel, bits, seed, layer, variable):
-    """The kernel through the weight quantizer QAT gives it at `bits` (4: 15 levels
-    per channel; 2: ternary; 1: binary). At 8 bits it is left as it is: every
-    recipe quantizes to int8, so that is the baseline the others are measured
-    against."""
+    """The kernel through the weight quantizer QAT gives it at `bits`.
+
+    4: 15 levels per channel; 2: ternary; 1: binary. At 8 bits the kernel is
+    left as it is: every recipe quantizes to int8, so that is the baseline the
+    others are measured against.
+    """
     del seed
     if bits == BITS.neutral:
         return kernel
