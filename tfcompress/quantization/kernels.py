@@ -170,10 +170,6 @@ def layer_normalization(layer, weights, quantize, training, x):
     squares = quantize("squares", centered * centered)
     variance = quantize("variance", ops.mean(squares, axis=axes, keepdims=True))
     variance = quantize("variance_eps", variance + quantize.constant(layer.epsilon))
-    # A token of low variance can round to 0 on the grid of `variance_eps`:
-    # TFLite's int8 RSQRT then saturates at the top of its output range, where
-    # a float rsqrt would give inf and NaN ranges. The true value is >= epsilon.
-    variance = ops.maximum(variance, layer.epsilon)
     y = quantize("normalized", centered * quantize("inverse_std", ops.rsqrt(variance)))
     if layer.scale:
         y = quantize("scaled", y * _broadcastable(quantize.constant(layer.gamma), x, axes))
