@@ -21,7 +21,7 @@ models come back Sequential.
 import keras
 from keras import tree
 
-from tfcompress import _inplace
+from tfcompress import _inplace, _validate
 
 
 def is_graph_model(model):
@@ -38,17 +38,6 @@ def graph_of(model):
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None)
     return model
-
-
-def check_built(model):
-    """Raises ValueError for a graph model without inputs (nothing to walk)."""
-    graph = graph_of(model)
-    if not model.built or graph is None or not graph.inputs:
-        raise ValueError(
-            f"Model '{model.name}' is not built, so its layers have no weights to "
-            "compress. Give it an `keras.Input(shape=...)` or call it once on a "
-            "batch of data first."
-        )
 
 
 def nodes(model):
@@ -92,7 +81,7 @@ def rebuild(model, replace=None, insert_after=None, inline=None):
     Returns:
         The new model: Sequential for a Sequential, else functional.
     """
-    check_built(model)
+    _validate.check_built(model, "compress")
     return _Rebuild(
         replace or (lambda layer: None), insert_after or (lambda t: None), inline or (lambda layer: False)
     ).model(model)
@@ -161,7 +150,7 @@ class _Rebuild:
         return new if layer is None else layer(new)
 
     def model(self, model):
-        check_built(model)
+        _validate.check_built(model, "compress")
         graph = graph_of(model)
         tensors, new_inputs = {}, []
         for x in graph.inputs:
