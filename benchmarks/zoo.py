@@ -149,7 +149,7 @@ def digits_figures():
     (x_train, y_train), (x_test, y_test) = load_digits()
     figures = zoo.digits_transformer(x_train, y_train, x_test, y_test)
     return (
-        f"ViT on the digits (8x8, 2x2 patches, 2 blocks): float accuracy "
+        f"ViT on the digits (8x8, 4x4 patches, 2 blocks): float accuracy "
         f"{figures['float_accuracy']:.4f}, QAT Keras {figures['qat_accuracy']:.4f}, int8 .tflite "
         f"{figures['int8_accuracy']:.4f} ({figures['size_bytes'] / 1024:.0f} KB, float ops: "
         f"{figures['float_ops'] or 'none'}), Keras = TFLite top-1 on "

@@ -163,6 +163,56 @@ def test_a_block_that_cannot_be_written_out_stays_float_with_a_warning():
     assert zoo.cosine(_calibrate(qat, x, steps=1)(x), model(x)) >= 0.99
 
 
+class ScaledSum(L.Layer):
+    """A weightless layer of the user's: InceptionResNetV2's `x + scale * branch`."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, inputs):
+        return inputs[0] + inputs[1] * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+class NoisyScale(ScaledSum):
+    """Weightless too, but its `call` depends on `training`: it stays one layer."""
+
+    def call(self, inputs, training=False):
+        return inputs[0] + inputs[1] * (self.scale if training else 2 * self.scale)
+
+
+def test_weightless_layers_of_the_user_and_lambdas_are_written_out_and_quantized():
+    inputs = keras.Input((8, 8, 3))
+    a = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    b = L.Conv2D(8, 1, name="branch")(a)
+    x = ScaledSum(0.17, name="scaled_sum")([a, b])
+    x = L.Lambda(lambda t: ops.maximum(t, 0.0) * 0.5, name="half_relu")(x)
+    model = keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(x)))
+    qat = quantize_model(model)
+    names = [l.name for l in qat.layers]
+    assert "scaled_sum" not in names and "half_relu" not in names
+    assert {"quant_multiply", "quant_add", "quant_maximum", "quant_multiply_1"} <= set(names)
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    _calibrate(qat, x)
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.999
+    # The float model keeps its layers (the rewrite works on a copy).
+    assert type(model.get_layer("scaled_sum")) is ScaledSum
+
+
+def test_a_weightless_layer_whose_call_takes_training_stays_one_float_layer():
+    inputs = keras.Input((4,))
+    x = NoisyScale(0.5, name="noisy")([inputs, L.Dense(4, name="dense")(inputs)])
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    with pytest.warns(UserWarning, match=r"\['noisy'\] are not in the quantization table"):
+        qat = quantize_model(model)
+    assert type(qat.get_layer("noisy")) is NoisyScale
+
+
 def test_qat_transformer_saves_and_reloads_without_custom_objects(tmp_path):
     model = zoo.vit(depth=1, dim=16, mlp=32)
     x = np.random.default_rng(0).normal(size=(24, 8, 8, 1)).astype("float32")
@@ -208,3 +258,25 @@ def test_recurrent_layers_stay_float_with_a_warning_naming_them():
     assert qat.get_layer("quant_head").quantize_inputs is True  # after the float GRU
     x = np.random.default_rng(0).normal(size=(8, 6, 4)).astype("float32")
     assert zoo.cosine(_calibrate(qat, x, steps=1).predict(x, verbose=0), model.predict(x, verbose=0)) >= 0.99
+
+
+def test_layer_norm_of_a_flat_token_trains_without_nan_and_matches_tflite():
+    # Token 0 is flat (variance 0); the others vary 1000x more: in int8 its
+    # `variance + epsilon` rounds to 0, and RSQRT saturates at its range's top.
+    inputs = keras.Input((4, 8))
+    x = L.LayerNormalization(epsilon=1e-6, name="norm")(L.Dense(8, name="dense")(inputs))
+    model = keras.Model(inputs, L.Dense(3, name="head")(x))
+    model.get_layer("dense").set_weights([np.eye(8, dtype="float32"), np.zeros(8, "float32")])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4, 8)).astype("float32") * 10.0
+    x[:, 0, :] = 0.5
+    qat = quantize_model(model)
+    qat.compile(keras.optimizers.SGD(1e-3), "mse")
+    history = qat.fit(x, rng.normal(size=(64, 4, 3)), epochs=2, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    norm = qat.get_layer("quant_norm")
+    top = [keras.ops.convert_to_numpy(v) for v in norm.weights if v.path.endswith("inverse_std_max")]
+    assert len(top) == 1 and np.isfinite(top[0]).all() and 0 < float(top[0]) < 10
+    flatbuffer = lite.convert(qat, quantization="int8")
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    assert zoo.cosine(qat.predict(x, verbose=0), lite.predict(flatbuffer, x)) >= 0.99

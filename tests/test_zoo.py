@@ -46,12 +46,6 @@ def test_qat_full_integer(row):
 
 
 @pytest.mark.zoo
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 10): float 88.3% < 90% with this recipe and Keras = TFLite top-1 "
-    "98.2% < 99%; a warm-up + cosine schedule reaches 90.7% float but its QAT gives NaN "
-    "(int8 LayerNorm: a low-variance token rounds to 0 before RSQRT)",
-)
 def test_digits_transformer_keeps_accuracy_in_int8(digits):
     (x_train, y_train), (x_test, y_test) = digits
     figures = zoo.digits_transformer(x_train, y_train, x_test, y_test)

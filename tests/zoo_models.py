@@ -335,11 +335,20 @@ def check_qat(row, x):
     return {"float_ops": floats, "float_tensors": tensors, "cosine": cos, "flatbuffer": flatbuffer}
 
 
-def digits_transformer(x_train, y_train, x_test, y_test, epochs=30, qat_epochs=3):
-    """A ViT on the 8x8 digits, trained float, then QAT -> int8: its figures."""
+def digits_transformer(x_train, y_train, x_test, y_test, patch=4, epochs=60, qat_epochs=3):
+    """A ViT on the 8x8 digits, trained float, then QAT -> int8: its figures.
+
+    4x4 patches (4 tokens of 16 pixels): with 2x2 patches (16 tokens, most of
+    them blank) the float model reaches 91.9% and Keras = TFLite top-1 98.7%.
+    AdamW with a 10% linear warm-up and a cosine decay, batch 64.
+    """
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model = vit()
-    model.compile(keras.optimizers.Adam(3e-3), loss, metrics=["accuracy"])
+    model = vit(patch=patch)
+    steps = -(-len(x_train) // 64) * epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, steps - steps // 10, warmup_target=3e-3, warmup_steps=steps // 10
+    )
+    model.compile(keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss, metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
     float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
     qat = tfcompress.quantize_model(model)

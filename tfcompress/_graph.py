@@ -96,6 +96,10 @@ def copy(model):
     pairs = []
 
     def fresh(layer):
+        if isinstance(layer, keras.layers.Lambda):
+            # Weightless, so sharing it is safe; re-creating one from its
+            # config needs unsafe deserialization for a Python lambda.
+            return None
         new = type(layer).from_config(layer.get_config())
         pairs.append((layer, new))
         return new

@@ -1,5 +1,6 @@
 """Public QAT API: `quantize_model`, `quantize_annotate_*`, `quantize_apply`."""
 
+import inspect
 import warnings
 
 import keras
@@ -37,7 +38,10 @@ def quantize_model(
 
     A layer with weights that the defaults table does not know (and that has
     no `QuantizeConfig`) stays float, with a warning naming it; so do Keras
-    operations without an int8 TFLite kernel.
+    operations without an int8 TFLite kernel. Subclassed blocks, weightless
+    layers of your own and `Lambda` layers whose `call` is Keras math (and
+    takes no `training`) are written out as their layers and operations,
+    which are quantized like the rest.
 
     Compile and `fit` the result as usual, then `tfcompress.lite.convert(qat,
     quantization="int8")`.
@@ -328,12 +332,37 @@ _NOT_BLOCKS = (keras.layers.Wrapper, keras.layers.RNN, keras.layers.Bidirectiona
 
 
 def _is_block(layer):
-    return (
-        bool(getattr(layer, "_layers", None))
-        and default_quantize_config(layer) is None
-        and not isinstance(layer, _NOT_BLOCKS)
-        and not (isinstance(layer, keras.Model) and _graph.is_graph_model(layer))
-    )
+    if not isinstance(layer, keras.layers.Layer):  # a Keras operation is a node already
+        return False
+    if default_quantize_config(layer) is not None or isinstance(layer, _NOT_BLOCKS):
+        return False
+    if isinstance(layer, keras.Model) and _graph.is_graph_model(layer):
+        return False
+    return bool(getattr(layer, "_layers", None)) or _is_weightless_composite(layer)
+
+
+def _is_weightless_composite(layer):
+    """A weightless layer of the user's (or a Lambda) whose `call` is fixed Keras math.
+
+    Written out, its operations (InceptionResNetV2's `CustomScaleLayer`,
+    `x + scale * branch`: one MUL, one ADD) are quantized like any other;
+    left whole it is a float island. Keras' own layers are excluded: each is
+    in the table or deliberately float (UnitNormalization). So is a layer
+    whose `call` takes `training`: written out, it would run only one branch.
+    """
+    if layer.weights:
+        return False
+    if isinstance(layer, keras.layers.Lambda):
+        call = layer.function
+    elif type(layer).__module__.startswith(("keras.src.layers.", "keras.layers.")):
+        return False
+    else:
+        call = layer.call
+    try:
+        parameters = inspect.signature(call).parameters
+    except (TypeError, ValueError):  # a builtin or C function: nothing to write out
+        return False
+    return "training" not in parameters
 
 
 def _warn_float(with_weights, weightless, operations=(), stacklevel=3):

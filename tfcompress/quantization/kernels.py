@@ -170,12 +170,30 @@ def layer_normalization(layer, weights, quantize, training, x):
     squares = quantize("squares", centered * centered)
     variance = quantize("variance", ops.mean(squares, axis=axes, keepdims=True))
     variance = quantize("variance_eps", variance + quantize.constant(layer.epsilon))
-    y = quantize("normalized", centered * quantize("inverse_std", ops.rsqrt(variance)))
+    inverse_std = _saturating_rsqrt(variance) if training else ops.rsqrt(variance)
+    y = quantize("normalized", centered * quantize("inverse_std", inverse_std))
     if layer.scale:
         y = quantize("scaled", y * _broadcastable(quantize.constant(layer.gamma), x, axes))
     if layer.center:
         y = y + _broadcastable(quantize.constant(layer.beta), x, axes)
     return y
+
+
+def _saturating_rsqrt(variance):
+    """rsqrt, where a variance that rounded to int8 zero takes the others' largest value.
+
+    A token far flatter than the rest of the batch has `variance + epsilon`
+    below half a step of its int8 range. TFLite's int8 RSQRT gives a zero
+    input its output range's maximum; at inference the fake-quant clamps
+    rsqrt(0) = inf to that maximum too. In training the range is still being
+    learned: an inf would push it to inf (every other token then rounds to 0)
+    and its gradient is NaN. Training only: the exported graph keeps a plain
+    RSQRT (a SELECT there would stay float).
+    """
+    positive = variance > 0
+    inverse = ops.rsqrt(ops.where(positive, variance, 1.0))
+    largest = ops.stop_gradient(ops.max(ops.where(positive, inverse, 0.0)))
+    return ops.where(positive, inverse, largest)
 
 
 def _layer_normalization_intermediates(layer):
