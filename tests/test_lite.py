@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import accuracy, compile_for_digits, make_cnn
+import zoo_models as zoo
 
 import tfcompress
 from tfcompress import lite
@@ -396,9 +397,46 @@ def test_int16x8_has_int16_activations_int8_weights_and_agrees_with_keras():
     assert np.abs(got - expected).max() < 0.5 * np.abs(int8 - expected).max()
 
 
-def test_int16x8_refuses_what_litert_cannot_run():
+def test_post_training_modes_convert_layer_normalization_as_ops_with_integer_kernels():
     model = small_transformer(layer_norm=True)
-    x = np.random.default_rng(0).standard_normal((16, 8, 8)).astype("float32")
+    norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization))
+    norm.set_weights([np.linspace(0.5, 1.5, 16, dtype="float32"), np.full(16, 0.1, "float32")])
+    x = np.random.default_rng(0).standard_normal((64, 8, 8)).astype("float32")
+    flatbuffer = lite.convert(model, "int16x8", representative_data=x)
+    ops = zoo.tflite_ops(flatbuffer)
+    assert "SQUARED_DIFFERENCE" not in ops and ops.count("RSQRT") == 1
+    assert zoo.float_ops_and_tensors(flatbuffer) == ([], [])
+    assert cosine(lite.predict(flatbuffer, x), model.predict(x, verbose=0)) >= 0.9999
+    # Post-training int8 too: full integer (the converter's lowering leaves a float NEG).
+    int8 = lite.convert(model, "int8", representative_data=x)
+    assert zoo.float_ops_and_tensors(int8) == ([], [])
+    assert cosine(lite.predict(int8, x), model.predict(x, verbose=0)) >= 0.99
+    # The caller's model keeps its layer; only the converted copy is rewritten.
+    assert type(model.get_layer(norm.name)) is keras.layers.LayerNormalization
+
+
+def test_layer_norm_as_tflite_ops_reloads_and_refuses_a_one_op_layer(tmp_path):
+    from tfcompress.quantization.kernels import AsTFLiteOps
+
+    norm = keras.layers.LayerNormalization(name="norm")
+    model = keras.Sequential([keras.Input((3, 8)), AsTFLiteOps(norm)])
+    norm.set_weights([np.linspace(0.5, 1.5, 8, dtype="float32"), np.full(8, 0.1, "float32")])
+    x = np.random.default_rng(0).standard_normal((4, 3, 8)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), norm(x), atol=1e-5)
+    model.save(tmp_path / "ops.keras")
+    reloaded = keras.saving.load_model(tmp_path / "ops.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), norm(x), atol=1e-5)
+    with pytest.raises(ValueError, match=r"AsTFLiteOps needs a layer TFLite runs as several ops.*"
+                       r"Received: layer='relu' of type ReLU"):
+        AsTFLiteOps(keras.layers.ReLU(name="relu"))
+
+
+def test_int16x8_refuses_what_litert_cannot_run():
+    inputs = keras.Input((8, 16))
+    h = keras.layers.Dense(16)(inputs)
+    squares = keras.ops.square(h - keras.ops.mean(h, axis=-1, keepdims=True))
+    model = keras.Model(inputs, keras.layers.Dense(4)(squares))
+    x = np.random.default_rng(0).standard_normal((16, 8, 16)).astype("float32")
     with pytest.raises(ValueError, match=r"quantization='int16x8' converted model '.*', but LiteRT cannot "
                        r"run the result \(SquaredDifference only supports FLOAT32 and INT32"):
         lite.convert(model, "int16x8", representative_data=x)

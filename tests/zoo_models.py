@@ -335,25 +335,37 @@ def check_qat(row, x):
     return {"float_ops": floats, "float_tensors": tensors, "cosine": cos, "flatbuffer": flatbuffer}
 
 
-def digits_transformer(x_train, y_train, x_test, y_test, patch=4, epochs=60, qat_epochs=3):
-    """A ViT on the 8x8 digits, trained float, then QAT -> int8: its figures.
-
-    4x4 patches (4 tokens of 16 pixels): with 2x2 patches (16 tokens, most of
-    them blank) the float model reaches 91.9% and Keras = TFLite top-1 98.7%.
-    AdamW with a 10% linear warm-up and a cosine decay, batch 64.
-    """
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model = vit(patch=patch)
+def train_digits_transformer(model, x_train, y_train, epochs=60):
+    """Trains a digits ViT float: AdamW, 10% linear warm-up, cosine decay, batch 64."""
     steps = -(-len(x_train) // 64) * epochs
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps - steps // 10, warmup_target=3e-3, warmup_steps=steps // 10
     )
-    model.compile(keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss, metrics=["accuracy"])
+    model.compile(keras.optimizers.AdamW(schedule, weight_decay=1e-4), _LOGITS_LOSS, metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
-    float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    return model
+
+
+def train_digits_transformer_qat(model, x_train, y_train, epochs=3):
+    """The QAT model of a trained digits ViT, fine-tuned `epochs` at 3e-4."""
     qat = tfcompress.quantize_model(model)
-    qat.compile(keras.optimizers.Adam(3e-4), loss, metrics=["accuracy"])
-    qat.fit(x_train, y_train, epochs=qat_epochs, batch_size=64, verbose=0)
+    qat.compile(keras.optimizers.Adam(3e-4), _LOGITS_LOSS, metrics=["accuracy"])
+    qat.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
+    return qat
+
+
+_LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def digits_transformer(x_train, y_train, x_test, y_test, patch=4, epochs=60, qat_epochs=3):
+    """A ViT on the 8x8 digits, trained float, then QAT -> int8: its figures.
+
+    4x4 patches (4 tokens of 16 pixels): with 2x2 patches (16 tokens, most of
+    them blank) Keras = TFLite top-1 is 98.7% (`benchmarks/transformer_modes.py`).
+    """
+    model = train_digits_transformer(vit(patch=patch), x_train, y_train, epochs)
+    float_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
+    qat = train_digits_transformer_qat(model, x_train, y_train, qat_epochs)
     flatbuffer = lite.convert(qat, quantization="int8")
     keras_top1 = np.argmax(qat.predict(x_test, verbose=0), axis=-1)
     tflite_top1 = np.argmax(lite.predict(flatbuffer, x_test), axis=-1)

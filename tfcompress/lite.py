@@ -18,7 +18,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfcompress import _export, _flatbuffer, _litert, _rewrite, _scoring, _validate
+from tfcompress import _export, _flatbuffer, _graph, _litert, _rewrite, _scoring, _validate
 from tfcompress._quiet import hold_back_fd2
 from tfcompress._wrapper import strip_for_export
 
@@ -72,9 +72,12 @@ def convert(
             and int8 weights (TFLite's 16x8 mode), for models whose
             activations lose too much in int8 (wide ranges: attention,
             regression outputs); twice int8's activation memory, and not
-            accelerated on every target. Ops without a 16x8 kernel stay
-            float; the file is run once, and a model LiteRT cannot run in
-            16x8 (LayerNormalization: no int16 SQUARED_DIFFERENCE) raises.
+            accelerated on every target. In both post-training modes,
+            LayerNormalization is converted as MEAN / SUB / MUL / RSQRT ops,
+            which all have int8 and 16x8 kernels (the converter's own
+            lowering leaves a float NEG in int8 and cannot run in 16x8).
+            Ops without a 16x8 kernel stay float; the file is run once, and
+            a model LiteRT cannot run in 16x8 raises.
         representative_data: For "int8" on a float model and for "int16x8":
             inputs as `predict` takes them (an array; a list or dict of
             arrays for several inputs), or an iterable / `tf.data.Dataset` of
@@ -139,6 +142,8 @@ def convert(
             f"model '{model.name}' is a QAT model whose learned ranges are int8: convert "
             "it with quantization='int8', or give the float model before quantize_model."
         )
+    if quantization in FULL_INTEGER_MODES and not qat and _rewrite.is_graph_model(model):
+        model = _layer_norms_as_ops(model)
     if quantization in FULL_INTEGER_MODES and not qat:
         if representative_data is None:
             hint = "" if quantization == "int16x8" else (
@@ -218,6 +223,24 @@ def _best_int8_lstm(model, layout, plan, batch, samples, int8_io):
     return best[1], best[2]
 
 
+def _layer_norms_as_ops(model):
+    """`model` with each LayerNormalization computed as MEAN / SUB / MUL / RSQRT ops.
+
+    For post-training int8 / 16x8: the converter's own lowering has a NEG
+    with no int8 kernel (a float island) and a SQUARED_DIFFERENCE with no
+    int16 one (LiteRT cannot run the 16x8 file); every op of this form has
+    both. (QAT models compute LayerNorm as these ops already.)
+    """
+    from tfcompress.quantization.kernels import AsTFLiteOps
+
+    def replace(layer):
+        return AsTFLiteOps(layer) if isinstance(layer, keras.layers.LayerNormalization) else None
+
+    if not any(isinstance(layer, keras.layers.LayerNormalization) for layer in model._flatten_layers()):
+        return model
+    return _graph.rebuild(model, replace=replace)
+
+
 def _check_runs_16x8(flatbuffer, layout, sample, name):
     """Runs the 16x8 file once: the converter emits some int16 ops LiteRT has no kernel for."""
     runtime = _litert.Runtime(flatbuffer, order=(layout.names, _output_names(flatbuffer, layout)))
@@ -227,7 +250,7 @@ def _check_runs_16x8(flatbuffer, layout, sample, name):
         raise ValueError(
             f"quantization='int16x8' converted model '{name}', but LiteRT cannot run the "
             f"result ({str(error).split(': ', 1)[-1]}): its 16x8 kernels do not cover every "
-            "op the converter quantizes (e.g. SQUARED_DIFFERENCE of LayerNormalization). "
+            "op the converter quantizes. "
             "Use quantization='int8' (QAT for transformers) or 'dynamic'."
         ) from None
 

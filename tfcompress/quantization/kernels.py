@@ -296,6 +296,57 @@ def _along_axis(vector, x, axis):
     return ops.reshape(vector, shape)
 
 
+class _Unquantized:
+    """The `quantize` of a kernel run in float: every tensor and constant as it is."""
+
+    def __call__(self, name, tensor, min_width=None, update=True):
+        del name, min_width, update
+        return tensor
+
+    def constant(self, value):
+        return value
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class AsTFLiteOps(keras.layers.Wrapper):
+    """A float layer computed as the ops of its `Kernel`, with no fake-quant.
+
+    What post-training `lite.convert(..., "int8" / "int16x8")` converts
+    LayerNormalization as: the converter's own lowering has a NEG with no
+    int8 kernel and a SQUARED_DIFFERENCE with no int16 one in LiteRT; MEAN,
+    SUB, MUL, ADD and RSQRT have both. Same values as the layer, up to float
+    rounding.
+
+    Example:
+
+    >>> norm = keras.layers.LayerNormalization()
+    >>> x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+    >>> y = AsTFLiteOps(norm)(x)
+    >>> bool(np.allclose(y, norm(x), atol=1e-5))
+    True
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer, **kwargs)
+        if kernel_for(layer, None) is None:
+            raise ValueError(
+                f"AsTFLiteOps needs a layer TFLite runs as several ops (see "
+                f"quantization.kernels.kernel_for). Received: layer={layer.name!r} of type "
+                f"{type(layer).__name__}"
+            )
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        return kernel_for(self.layer, None).compute(self.layer, {}, _Unquantized(), False, inputs)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+
 def kernel_for(layer, config):
     """The `Kernel` of `layer` under its `QuantizeConfig`, or None (runs as one op).
 
