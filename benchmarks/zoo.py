@@ -13,8 +13,11 @@ files are measured here like ours. Random data and weights: only agreement
 and latency figures mean anything. Then a ViT on the digits: float accuracy,
 QAT int8 accuracy, Keras = TFLite top-1 agreement.
 
-    python benchmarks/zoo.py [--rows vit,MobileNetV2] [--tfmot-python PATH | --no-tfmot]
+    python benchmarks/zoo.py [--rows vit,MobileNetV2] [--tfmot-python PATH | --no-tfmot | --tfmot-only]
                              [--no-digits] [--out zoo.md]
+
+(`--tfmot-only` runs the tfmot side alone, e.g. in a second process next to a
+`--no-tfmot` run of the same rows.)
 """
 
 import argparse
@@ -162,6 +165,7 @@ def main():
     parser.add_argument("--rows", help="comma-separated row names (default: all)")
     parser.add_argument("--tfmot-python", default=TFMOT_PYTHON)
     parser.add_argument("--no-tfmot", action="store_true")
+    parser.add_argument("--tfmot-only", action="store_true", help="skip the tfcompress rows")
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--out", help="also write the markdown here")
     args = parser.parse_args()
@@ -169,11 +173,13 @@ def main():
     if args.rows:
         wanted = args.rows.split(",")
         rows = [r for r in rows if r.name in wanted]
-    results = {}
-    for row in rows:
+    if args.no_tfmot and args.tfmot_only:
+        parser.error("--no-tfmot and --tfmot-only exclude each other")
+    results = {row.name: {} for row in rows}
+    for row in [] if args.tfmot_only else rows:
         start = time.time()
         log(f"tfcompress: {row.name} ...")
-        results[row.name] = {"tfcompress": our_row(row)}
+        results[row.name]["tfcompress"] = our_row(row)
         keras.backend.clear_session()
         log(f"tfcompress: {row.name} done in {time.time() - start:.0f} s: {results[row.name]['tfcompress']}")
     versions = {}
