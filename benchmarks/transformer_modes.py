@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import zoo_models as zoo  # noqa: E402
 from tfcompress import lite  # noqa: E402
 from tfcompress.datasets import load_digits  # noqa: E402
+from zoo import emit  # noqa: E402  (benchmarks/zoo.py)
 
 
 def log(message):
@@ -86,11 +87,7 @@ def main():
             "|---|---:|---:|---:|---:|---:|---|",
             *measure(patch, data),
         ]
-    text = "\n".join(report)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit("\n".join(report), args.out)
 
 
 if __name__ == "__main__":

@@ -196,10 +196,14 @@ def main():
     if not args.no_digits:
         log("digits transformer ...")
         report.append(digits_figures())
-    text = "\n".join(report)
+    emit("\n".join(report), args.out)
+
+
+def emit(text, out=None):
+    """Prints the markdown `text`, and writes it to `out` too when given."""
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             f.write(text + "\n")
 
 
