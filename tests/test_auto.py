@@ -362,8 +362,8 @@ def test_search_spends_the_runs_left_on_the_moves_past_the_failed_one():
         "c": [allocate.Option("c0", 80, 0.0), allocate.Option("c1", 40, 0.3), allocate.Option("c2", 20, 0.9)],
     }
     points = allocate.frontier(options)
-    moves = [[o.settings for o in p.choice.values()] for p in points]
-    assert moves == [
+    recipes = [[o.settings for o in p.choice.values()] for p in points]
+    assert recipes == [
         ["a0", "b0", "c0"], ["a1", "b0", "c0"], ["a1", "b1", "c0"],
         ["a1", "b1", "c1"], ["a2", "b1", "c1"], ["a2", "b1", "c2"],
     ]

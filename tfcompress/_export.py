@@ -322,8 +322,8 @@ def convert_once(model, layout, plan, batch, quantization, samples, int8_io, new
     with tempfile.TemporaryDirectory() as tmp, rnn_export_mode(plan):
         model.export(tmp, format="tf_saved_model", verbose=False, input_signature=layout.signature(batch))
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        # The converter's own record of its options and environment: nothing reads it
-        # at run time, and it is bytes in every file (a model hash that differs each time).
+        # CONVERSION_METADATA, the converter's record of its options and environment:
+        # nothing reads it at run time.
         converter.exclude_conversion_metadata = True
         if quantization is not None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -116,7 +116,7 @@ def scale_bytes(layer, variable, shape, shared, bits=8):
     Args:
         layer, variable: The Keras layer and which of its kernels.
         shape: The kernel's shape in Keras' layout.
-        shared: True for a clustered kernel (one scale for the tensor).
+        shared: True for a kernel QAT keeps shared (one scale for the tensor).
         bits: The layer's weight bits.
 
     Example:
