@@ -303,9 +303,20 @@ def test_size_table_prices_sparsity_clusters_and_bits(trained):
     assert 3000 < plain < 4700  # 4,608 int8 values, little redundancy
     assert table[(0.9, None, 8)] < plain / 3
     assert table[(0.9, 4, 8)] < table[(0.9, 32, 8)] < table[(0.9, None, 8)]
-    # 4,608 INT4 values pack into 2,304 bytes: about half the int8 size.
-    assert 1500 < table[(0.0, None, 4)] < 0.6 * plain
+    # 4,608 INT4 values pack into 2,304 bytes: about half the int8 size (scales aside).
+    assert 1500 < table[(0.0, None, 4)] < 0.6 * plain + 256
     assert table[(0.0, None, 2)] < table[(0.0, None, 4)]
+    # The scales: 8 B for the Dense kernel at int8 (one per tensor) and when clustered,
+    # 8 B per channel (kernel and bias) at 4 bits and fewer, where each of the 32 has one.
+    hidden = trained.get_layer("hidden")
+    prices = {
+        (shared, bits): sizes.scale_bytes(hidden, hidden.kernel, hidden.kernel.shape, shared, bits)
+        for shared in (False, True)
+        for bits in (8, 4, 2)
+    }
+    assert prices == {(False, 8): 8, (False, 4): 256, (False, 2): 256, (True, 8): 8, (True, 4): 8, (True, 2): 8}
+    conv = trained.get_layer("conv")  # per channel at 8 bits too: 4 channels
+    assert sizes.scale_bytes(conv, conv.kernel, conv.kernel.shape, False, 8) == 32
 
 
 def test_frontier_points_are_pareto_optimal():
@@ -341,3 +352,35 @@ def test_search_backs_off_after_a_failure_and_falls_back_to_no_compression():
     # Nothing passes within the trials: the start, then no compression at all.
     best, tried = allocate.search(points, passes_up_to(0), start=3, max_trials=2)
     assert best == 0 and list(tried) == [5, 4, 3, 0]
+
+
+def test_search_spends_the_runs_left_on_the_moves_past_the_failed_one():
+    """Once point 1 passes and point 2 fails, the next moves of the other layers are tried."""
+    options = {
+        "a": [allocate.Option("a0", 100, 0.0), allocate.Option("a1", 60, 0.1), allocate.Option("a2", 30, 0.5)],
+        "b": [allocate.Option("b0", 100, 0.0), allocate.Option("b1", 50, 0.2)],
+        "c": [allocate.Option("c0", 80, 0.0), allocate.Option("c1", 40, 0.3), allocate.Option("c2", 20, 0.9)],
+    }
+    points = allocate.frontier(options)
+    recipes = [[o.settings for o in p.choice.values()] for p in points]
+    assert recipes == [
+        ["a0", "b0", "c0"], ["a1", "b0", "c0"], ["a1", "b1", "c0"],
+        ["a1", "b1", "c1"], ["a2", "b1", "c1"], ["a2", "b1", "c2"],
+    ]
+
+    def run(index):  # b's move costs the budget, and so does c's second one
+        settings = {o.settings for o in points[index].choice.values()}
+        return not settings & {"b1", "c2"}, points[index].bytes
+
+    best, tried = allocate.search(points, run, start=0, max_trials=6)
+    # Bisection: 3 and 2 fail, 1 passes; then c1 and a2 from point 1 pass, c2 fails.
+    assert tried == {3: False, 2: False, 1: True, 6: True, 7: True, 8: False}
+    assert [o.settings for o in points[best].choice.values()] == ["a2", "b0", "c1"]
+    assert (best, points[best].bytes) == (7, 170)  # point 1: 240 B
+    # No runs left, no extra points; nor on a frontier whose points move every layer.
+    assert allocate.search(allocate.frontier(options), run, start=0, max_trials=3)[0] == 1
+    two_at_once = [
+        allocate.Point({"a": a, "c": c}, a.bytes + c.bytes, 0.0) for a, c in zip(options["a"], options["c"])
+    ]
+    best, tried = allocate.search(two_at_once, lambda i: (i <= 1, two_at_once[i].bytes), 0, 6)
+    assert (best, tried) == (1, {1: True, 2: False}) and len(two_at_once) == 3

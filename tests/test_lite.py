@@ -196,6 +196,57 @@ def test_dict_inputs_and_outputs_keep_their_keys(signature_data):
     assert tfcompress.summarize(model).params == model.count_params()
 
 
+def test_files_are_compact_and_compute_what_the_full_file_does(monkeypatch):
+    """Short tensor names, no converter metadata, no empty buffers: the same outputs, bit for bit."""
+    import gzip
+
+    from tfcompress import _flatbuffer
+
+    full_files, original = [], _flatbuffer.rewrite
+
+    def keep_full_copy(data, metadata=None, **kwargs):
+        full_files.append(original(data, metadata, **kwargs, compact=False))
+        return original(data, metadata, **kwargs)
+
+    monkeypatch.setattr(_flatbuffer, "rewrite", keep_full_copy)
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, use_bias=False)(inputs)))
+    x = layers.Flatten()(layers.DepthwiseConv2D(3, activation="relu")(x))
+    outputs = [layers.Dense(3, name="z_logits")(x), layers.Dense(1, activation="sigmoid", name="a_score")(x)]
+    qat = tfcompress.quantize_model(keras.Model(inputs, outputs))
+    compact = lite.convert(qat, "int8")
+    (full,) = full_files
+    _flatbuffer.check_model(compact)
+    s = _flatbuffer.schema()
+    before, after = (s.ModelT.InitFromObj(s.Model.GetRootAs(f, 0)) for f in (full, compact))
+    old_names = [t.name for t in before.subgraphs[0].tensors]
+    new_names = [t.name for t in after.subgraphs[0].tensors]
+    # Each name is the leading parts of the converter's "a;b;c" name, all distinct.
+    assert all(old.startswith(new) for old, new in zip(old_names, new_names))
+    assert len(set(new_names)) == len(new_names)
+    assert sum(b";" in n for n in old_names) == 7 and sum(b";" in n for n in new_names) == 2
+    assert sum(map(len, new_names)) < 0.8 * sum(map(len, old_names))  # 934 of 1,233 B
+    # The converter's own metadata is not written, ours is; no description.
+    assert [m.name for m in after.metadata] == [b"min_runtime_version", b"tfcompress_io"]
+    assert before.description and after.description is None
+    # One empty buffer (index 0, the schema's), where the converter wrote one per activation.
+    empty = [i for i, b in enumerate(after.buffers) if b.data is None or not len(b.data)]
+    assert empty == [0] and len(before.buffers) >= len(after.buffers) + 10
+    assert len(compact) <= len(full) - 400  # 5,552 vs 6,016 B
+    assert len(gzip.compress(compact)) < len(gzip.compress(full))
+    # The same outputs bit for bit, in Keras order; the same report rows.
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 1)).astype("float32")
+    got, expected = lite.predict(compact, x), lite.predict(full, x)
+    assert [g.shape for g in got] == [(32, 3), (32, 1)]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+    assert np.all((got[1] > 0) & (got[1] < 1))  # the sigmoid head second, as in Keras
+    rows = [(r.name, r.params) for r in tfcompress.summarize(compact).rows]
+    assert rows == [(r.name, r.params) for r in tfcompress.summarize(full).rows]
+
+
 def test_token_ids_outside_the_vocabulary_are_refused_not_read(signature_data):
     ids, feats = signature_data
     keras.utils.set_random_seed(0)

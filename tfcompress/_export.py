@@ -322,6 +322,9 @@ def convert_once(model, layout, plan, batch, quantization, samples, int8_io, new
     with tempfile.TemporaryDirectory() as tmp, rnn_export_mode(plan):
         model.export(tmp, format="tf_saved_model", verbose=False, input_signature=layout.signature(batch))
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        # CONVERSION_METADATA, the converter's record of its options and environment:
+        # nothing reads it at run time.
+        converter.exclude_conversion_metadata = True
         if quantization is not None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":

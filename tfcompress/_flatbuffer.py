@@ -140,7 +140,7 @@ def operator_names(data):
 IO_METADATA = "tfcompress_io"
 
 
-def rewrite(data, metadata=None, unclip_lstm=False):
+def rewrite(data, metadata=None, unclip_lstm=False, compact=True):
     """A copy of a converted model with tfcompress' metadata and LSTM fix applied.
 
     Args:
@@ -150,6 +150,8 @@ def rewrite(data, metadata=None, unclip_lstm=False):
             `.tflite` signature does not keep).
         unclip_lstm: Set `cell_clip` to 0 on every UNIDIRECTIONAL_SEQUENCE_LSTM:
             the converter's Keras-LSTM fusion writes 10, Keras does not clip.
+        compact: Also drop what no runtime reads (see `_compact`): what
+            `lite.convert` does.
 
     Returns:
         The new flatbuffer bytes.
@@ -179,9 +181,61 @@ def rewrite(data, metadata=None, unclip_lstm=False):
         entry.name = IO_METADATA.encode()
         entry.buffer = len(model.buffers) - 1
         model.metadata = [m for m in (model.metadata or []) if m.name != entry.name] + [entry]
+    if compact:
+        _compact(model)
     builder = flatbuffers.Builder(len(data) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _compact(model):
+    """Drops from a `ModelT` the bytes no runtime reads (in place).
+
+    * Tensor names: the converter names a tensor after every TF op fused
+      into it, `"m/conv/BiasAdd;m/conv/convolution;m/conv/Relu..."`; only
+      the first part is kept (more parts only where needed to keep names
+      distinct). It still names the layer, which is what `summarize` shows.
+      Inputs and outputs are found through the signature, whose names stay.
+    * The description string ("MLIR Converted.").
+    * Empty buffers: the converter gives each activation tensor its own empty
+      buffer; they all point at buffer 0, the empty one the schema reserves.
+
+    The graph, the constants, the quantization, the signature and the
+    metadata entries are untouched, so the file computes the same outputs
+    bit for bit.
+    """
+    for graph in model.subgraphs:
+        tensors = graph.tensors or []
+        used = {t.name for t in tensors if t.name and b";" not in t.name}  # kept as they are
+        for tensor in tensors:
+            if tensor.name and b";" in tensor.name:
+                tensor.name = _short_name(tensor.name, used)
+    model.description = None
+    # Data stored after the flatbuffer (models over 2 GB) has an offset instead.
+    keep = [0] + [
+        i
+        for i, buffer in enumerate(model.buffers)
+        if i and (buffer.offset > 1 or (buffer.data is not None and len(buffer.data)))
+    ]
+    index = {old: new for new, old in enumerate(keep)}
+    for graph in model.subgraphs:
+        for tensor in graph.tensors or []:
+            tensor.buffer = index.get(tensor.buffer, 0)
+    for entry in model.metadata or []:
+        entry.buffer = index.get(entry.buffer, 0)
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = [index.get(b, 0) for b in model.metadataBuffer]
+    model.buffers = [model.buffers[i] for i in keep]
+
+
+def _short_name(name, used):
+    """The shortest prefix of `;`-joined parts of `name` not in `used` (then added to it)."""
+    parts = name.split(b";")
+    for end in range(1, len(parts) + 1):
+        candidate = b";".join(parts[:end])
+        if candidate not in used or end == len(parts):
+            used.add(candidate)
+            return candidate
 
 
 def io_metadata(data):

@@ -48,6 +48,14 @@ def convert(
     `.tflite`, also with `int8_io`). The file records the Keras order of the
     inputs and outputs, so `predict` returns outputs as Keras does.
 
+    The file is kept small: each tensor is named by the first part of the
+    converter's `"op;fused op;..."` name (still the layer's, as `summarize`
+    shows it; the signature's input and output names stay), and the
+    converter's conversion metadata, its description and the empty buffers
+    of activations are left out. The outputs are the same bit for bit; a
+    small int8 model's gzip is ~4% smaller (300 of 7,400 B for the mobile
+    block).
+
     RNNs (LSTM, GRU, SimpleRNN, Bidirectional) convert to builtin ops: an
     LSTM with the standard activations becomes one fused
     UNIDIRECTIONAL_SEQUENCE_LSTM (Bidirectional: two, a REVERSE_V2 and a

@@ -10,7 +10,8 @@ layer at its harshest setting.
 
 `search` then runs the real pipeline at a few points of the frontier and
 bisects, in log size, between the smallest point that kept the budget and the
-largest that did not.
+largest that did not; runs left once the two are neighbours go to the moves
+past the one that failed, skipping its layer.
 """
 
 import dataclasses
@@ -181,8 +182,15 @@ def search(points, run_trial, start, max_trials):
     off. If no run passed, `start` and then point 0 (no compression) run,
     beyond `max_trials`, until one passes.
 
+    When the bracket closes (point i passed, i + 1 failed) with runs left, and
+    the frontier goes one layer at a time (as `frontier`'s does), the move
+    that failed is only the cheapest next one, not the only one: the runs
+    left try the moves after it in frontier order, one at a time from the
+    passing recipe, skipping the layers whose move failed. Each such point
+    is appended to `points`.
+
     Args:
-        points: The frontier.
+        points: The frontier (a list; points past its end may be appended).
         run_trial: `run_trial(index) -> (passed, measured_bytes)`.
         start: Index predicted to pass.
         max_trials: Runs at most (>= 1), the fallbacks aside.
@@ -237,9 +245,50 @@ def search(points, run_trial, start, max_trials):
         if index is None:
             break
         run(index)
+    _past_the_failed_move(points, tried, max_trials, run)
     if not any(tried.values()):
         for fallback in (start, 0):
             if fallback not in tried and run(fallback):
                 break
     passes = [i for i, ok in tried.items() if ok]
     return (max(passes) if passes else None), tried
+
+
+def _past_the_failed_move(points, tried, max_trials, run):
+    """The runs left after the bracket closed: the next moves, without the failed layers'.
+
+    Point j of a one-layer-at-a-time frontier is point j - 1 with one layer
+    moved to a smaller option. From the harshest passing point i, whose move
+    to i + 1 failed, each later move of another layer is tried on top of the
+    recipe that passes so far: kept if it passes, its layer frozen if not.
+    """
+    moves = _single_moves(points)
+    passes = [i for i, ok in tried.items() if ok]
+    if moves is None or not passes or tried.get(max(passes) + 1) is not False:
+        return
+    best = max(passes)
+    choice, frozen = points[best].choice, {moves[best][0]}
+    for layer, option in moves[best + 1 :]:
+        if len(tried) >= max_trials:
+            return
+        if layer in frozen:
+            continue
+        points.append(_point({**choice, layer: option}))
+        if run(len(points) - 1):
+            choice = points[-1].choice
+        else:
+            frozen.add(layer)
+
+
+def _single_moves(points):
+    """`[(layer, option)]`: what each point changes from the one before (move j to point j + 1).
+
+    None unless every point changes exactly one layer (not so for `uniform_frontier`).
+    """
+    moves = []
+    for before, after in zip(points, points[1:]):
+        changed = [layer for layer in after.choice if after.choice[layer] != before.choice.get(layer)]
+        if len(changed) != 1:
+            return None
+        moves.append((changed[0], after.choice[changed[0]]))
+    return moves

@@ -276,9 +276,12 @@ class _Session:
             "the budget even untrained"
         )
 
-        def run_point(index):
-            where = f" (recipe {index}/{len(points) - 1}, predicted kernels {points[index].bytes:,} B)"
-            return self.run(recipes[index], points[index].bytes, where)
+        last = len(points) - 1
+
+        def run_point(index):  # past `last`: a point the search added (see allocate.search)
+            step = f"recipe {index}/{last}" if index <= last else "next move of another layer"
+            where = f" ({step}, predicted kernels {points[index].bytes:,} B)"
+            return self.run(_recipe_of(points[index], self.layers), points[index].bytes, where)
 
         allocate.search(points, run_point, start, max_trials)
         self.seconds["trials"] = time.perf_counter() - clock

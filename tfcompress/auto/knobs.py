@@ -169,6 +169,9 @@ BITS = Knob(
     label=lambda value: f"{value}-bit",
 )
 
+# The fewest weight bits the search gives the first layer (see `search_grids`).
+FIRST_LAYER_MIN_BITS = 4
+
 # In the order the pipeline applies them: prune, cluster the survivors, then
 # QAT puts the weights on the grid of their bits. Kept channels
 # (`prune_channels`) would be a row first in this tuple whose `apply` zeroes
@@ -212,12 +215,20 @@ def search_grids(layers, folded=()):
     yet, so clusters there cost accuracy and save nothing. A recipe may
     still set them.
 
+    The first layer (in model order) is not searched below
+    `FIRST_LAYER_MIN_BITS`: it reads the raw input, has few weights, and its
+    ternary weights cost far more after training than the sensitivity
+    measures (the mobile block's first convolution: 66 B saved, 1.5 points
+    lost over three seeds). A recipe may still set them.
+
     Example:
 
     >>> dense = keras.layers.Dense(4, name="dense")
     >>> dense.build((None, 8))
     >>> search_grids({"dense": dense}, folded={"dense"})["dense"]["clusters"]
     (None,)
+    >>> search_grids({"dense": dense})["dense"]["weight_bits"]
+    (8, 4)
     """
     grids = {}
     for name, layer in layers.items():
@@ -226,6 +237,10 @@ def search_grids(layers, folded=()):
         }
         if name in folded:
             grids[name][CLUSTERS.name] = (CLUSTERS.neutral,)
+    first = next(iter(grids), None)
+    if first is not None:
+        bits = grids[first][BITS.name]
+        grids[first][BITS.name] = tuple(b for b in bits if b >= FIRST_LAYER_MIN_BITS) or bits
     return grids
 
 

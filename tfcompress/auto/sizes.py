@@ -1,7 +1,7 @@
 """The size model: gzipped bytes of a layer's integer kernels under each joint setting.
 
 What `objective="size"` minimizes is the gzip size of the int8 `.tflite`.
-Almost all of it is kernels, so each candidate setting of a layer is priced by
+Most of it is kernels, so each candidate setting of a layer is priced by
 applying the knobs to its kernels at once (`Knob.apply`, in pipeline order),
 rounding them to the integers TFLite stores (symmetric int8, per output
 channel where QAT quantizes per channel, per tensor for clustered kernels,
@@ -10,6 +10,17 @@ as `quantize_model` keeps clusters shared; at 4 bits and below, values in
 them. The real pipeline then trains, which moves values but keeps the zeros
 and the number of distinct values, so these prices rank settings well; the
 budget check measures the real file.
+
+The second part of the price is the kernel's quantization scales
+(`scale_bytes`): a float32 per output channel for the kernel and another for
+its int32 bias, which gzip cannot shrink. They are a fifth of a small
+model's compressed file (1.5 of 7.4 kB for the mobile block), and a setting
+decides how many there are: a kernel QAT keeps shared has one scale per
+tensor, low bits give a Dense kernel one per channel where int8 has one per
+tensor. Shared, as `quantize_model(preserve_sparsity=True)` decides it (the
+pipeline's QAT of a recipe that prunes): a kernel with few distinct values
+after pruning and clustering (`count_clusters`), i.e. a clustered one, or a
+small one pruned so far that its survivors are few.
 """
 
 import gzip
@@ -21,6 +32,7 @@ import numpy as np
 from tfcompress import _layers
 from tfcompress.auto import knobs as knobs_lib
 from tfcompress.quantization.configs import default_quantize_config
+from tfcompress.quantization.wrapper import count_clusters
 
 # The largest code of each storage: int8, and INT4 (which also holds the
 # ternary and binary grids).
@@ -28,6 +40,10 @@ _INT8_MAX = 127
 _INT4_MAX = 7
 # Values of a kernel gzipped to price it, at most (see `codes_bytes`).
 _GZIP_SAMPLE = 1 << 16
+# Bytes per quantization channel of a kernel in the gzipped `.tflite`: its
+# float32 scale and its bias' (input scale x kernel scale). The int64 zero
+# points beside them are all 0 and gzip to almost nothing.
+_SCALE_BYTES = 8
 
 
 def kernel_codes(layer, variable, kernel, shared, bits=8):
@@ -94,6 +110,28 @@ def _channel_axes(layer, variable, bits):
     return None if quantizer is None else quantizer.channel_axes
 
 
+def scale_bytes(layer, variable, shape, shared, bits=8):
+    """Predicted gzip bytes of the quantization scales TFLite stores with a kernel.
+
+    Args:
+        layer, variable: The Keras layer and which of its kernels.
+        shape: The kernel's shape in Keras' layout.
+        shared: True for a kernel QAT keeps shared (one scale for the tensor).
+        bits: The layer's weight bits.
+
+    Example:
+
+    >>> import keras
+    >>> dense = keras.layers.Dense(16)
+    >>> dense.build((None, 8))
+    >>> [scale_bytes(dense, dense.kernel, (8, 16), False, bits) for bits in (8, 4)]
+    [8, 128]
+    """
+    axes = None if shared else _channel_axes(layer, variable, bits)
+    channels = 1 if axes is None else int(np.prod([shape[axis] for axis in axes]))
+    return _SCALE_BYTES * channels
+
+
 def gzip_bytes(data):
     """Length of `data` gzipped at level 9, as the objective measures the `.tflite`."""
     return len(gzip.compress(bytes(data), compresslevel=9, mtime=0))
@@ -116,7 +154,7 @@ def codes_bytes(codes, bits=8):
 
 
 def size_table(layer, grids=None):
-    """Predicted gzip bytes of `layer`'s kernels for every joint setting of the grids.
+    """Predicted gzip bytes of `layer`'s kernels and their scales for every joint setting.
 
     Args:
         layer: A built layer with compressible kernels.
@@ -132,6 +170,8 @@ def size_table(layer, grids=None):
     # Knob i's effect depends on the values of knobs 0..i only, and the product
     # runs in lexicographic order: keep the kernels along the current prefix.
     chain = [((), [keras.ops.convert_to_numpy(v) for v in variables])]
+    bits_at = rows.index(knobs_lib.BITS)
+    shared_by_prefix = {}
     for combo in itertools.product(*(grids[row.name] for row in rows)):
         depth = 0
         while depth + 1 < len(chain) and chain[depth + 1][0] == combo[: depth + 1]:
@@ -143,10 +183,14 @@ def size_table(layer, grids=None):
                 for seed, (variable, k) in enumerate(zip(variables, chain[-1][1]))
             ]
             chain.append((combo[: d + 1], kernels))
-        shared = combo[rows.index(knobs_lib.CLUSTERS)] is not None
-        bits = combo[rows.index(knobs_lib.BITS)]
+        # QAT keeps a kernel shared (one scale) by what pruning and clustering left of it.
+        prefix = combo[:bits_at]
+        if prefix not in shared_by_prefix:
+            shared_by_prefix[prefix] = [count_clusters(k, None) is not None for k in chain[bits_at][1]]
+        bits = combo[bits_at]
         table[combo] = sum(
             codes_bytes(kernel_codes(layer, variable, kernel, shared, bits), bits)
-            for variable, kernel in zip(variables, chain[-1][1])
+            + scale_bytes(layer, variable, kernel.shape, shared, bits)
+            for variable, kernel, shared in zip(variables, chain[-1][1], shared_by_prefix[prefix])
         )
     return table
