@@ -191,7 +191,7 @@ CHANNELS = Knob(
     neutral=0.0,
     # Kept counts are rounded to multiples of `channels.ROUND_TO`, so milder
     # steps than 1/4 rarely change a group of a few dozen channels.
-    grid=(0.0, 0.25, 0.375, 0.5, 0.625, 0.75),
+    grid=(0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875),
     check=lambda name, value: _validate.check_fraction(name, value),
     supports=lambda layer: isinstance(layer, _layers.CHANNEL_MEMBER_LAYERS),
     apply=None,
