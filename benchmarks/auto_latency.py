@@ -40,7 +40,7 @@ from tfcompress import datasets, lite  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from auto_compress import MODELS, train_float, upscale  # noqa: E402
+from auto_compress import MODELS, models_and_record, train_float, upscale  # noqa: E402
 from channel_pruning import at_input_size, latency_ratios  # noqa: E402
 
 SECTION = "## objective='latency': fewer MACs, measured with LiteRT"
@@ -168,13 +168,7 @@ def main():
     parser.add_argument("--output", default=os.path.join(HERE, "auto_results.md"))
     parser.add_argument("--render", action="store_true", help="only rewrite the section from the json")
     args = parser.parse_args()
-    names = args.models.split(",")
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        parser.error(f"unknown models {unknown}; known: {list(MODELS)}")
-    os.makedirs(args.out, exist_ok=True)
-    record_path = os.path.join(args.out, "auto_latency.json")
-    record = json.load(open(record_path)) if os.path.exists(record_path) else {}
+    names, record_path, record = models_and_record(parser, args, "auto_latency.json")
     for name in [] if args.render else names:
         started = time.time()
         record[name] = run_model(name, args.trials, args.seed, args.rounds)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import tfcompress
+from conftest import fit_small_classifier, small_digits
 from tfcompress import cli, lite
 from tfcompress.auto import allocate, knobs, pipeline, sizes
 from tfcompress.auto.sensitivity import Evaluator, measure
@@ -43,22 +44,13 @@ def tiny_classifier():
 
 @pytest.fixture(scope="module")
 def data(digits):
-    (x, y), (x_test, y_test) = digits
-    return x[:600], y[:600], x_test[:200], y_test[:200]
+    return small_digits(digits)
 
 
 @pytest.fixture(scope="module")
 def trained(data):
     x, y, _, _ = data
-    keras.utils.set_random_seed(0)
-    model = tiny_classifier()
-    model.compile(
-        keras.optimizers.Adam(3e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    return model
+    return fit_small_classifier(tiny_classifier(), x, y)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """auto_compress(objective="latency"): kept channels per group, MACs, the budget on the .tflite, recipes.
 
-Two pipeline runs in all (a search of one trial, and the CLI re-running the
-recipe found); everything else is checked without training.
+Three pipeline runs in all (a search of one trial, its recipe edited to add
+pruning and clustering, and the CLI re-running that one); everything else is
+checked without training.
 """
 
 import json
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import tfcompress
+from conftest import fit_small_classifier, small_digits
 from tfcompress import cli, lite
 from tfcompress.auto import channels, knobs
 from tfcompress.report import tflite_weights
@@ -52,22 +54,13 @@ def residual_classifier():
 
 @pytest.fixture(scope="module")
 def data(digits):
-    (x, y), (x_test, y_test) = digits
-    return x[:600], y[:600], x_test[:200], y_test[:200]
+    return small_digits(digits)
 
 
 @pytest.fixture(scope="module")
 def trained(data):
     x, y, _, _ = data
-    keras.utils.set_random_seed(0)
-    model = conv_classifier()
-    model.compile(
-        keras.optimizers.Adam(3e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
-    return model
+    return fit_small_classifier(conv_classifier(), x, y)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +71,22 @@ def searched(trained, data):
         trained, x, y, (x_val, y_val), objective="latency", max_trials=1, **SETTINGS
     )
     return result, before
+
+
+COMBINED_EPOCHS = {"channels": 2, "prune": 1, "cluster": 1, "qat": 1}
+
+
+@pytest.fixture(scope="module")
+def combined(searched, trained, data):
+    """The recipe found, edited to also prune `hidden` and cluster `conv2`, run again."""
+    x, y, x_val, y_val = data
+    recipe = json.loads(searched[0].recipe_json())
+    recipe["hidden"].update(sparsity=0.8)
+    recipe["conv2"].update(clusters=8)
+    return tfcompress.auto_compress(
+        trained, x, y, (x_val, y_val), recipe=recipe, objective="latency",
+        **{**SETTINGS, "epochs": COMBINED_EPOCHS},
+    )
 
 
 def test_latency_search_cuts_macs_within_the_budget_on_the_tflite(searched, trained, data):
@@ -117,28 +126,40 @@ def test_latency_recipe_is_plain_json_one_value_per_group(searched):
     assert set(result.sensitivity["groups"]) == {"conv1", "conv2", "hidden"}
 
 
-def test_latency_recipe_round_trip_through_the_cli(searched, data, trained, tmp_path, capsys):
-    """`--objective latency --recipe` re-runs the recipe with the same seed: the same file."""
-    result, _ = searched
+def test_a_recipe_combines_kept_channels_with_the_size_knobs(searched, combined):
+    """Channels first, then pruning and clustering act on the thinner model's kernels."""
+    assert combined.recipe["hidden"]["sparsity"] == 0.8 and combined.within_budget
+    assert combined.report[-1]["macs"] == searched[0].report[-1]["macs"]  # zeros save no MACs
+    int8 = {name: v for name, v, _ in tflite_weights(combined.tflite) if v.dtype == np.int8}
+    (hidden,) = [v for name, v in int8.items() if "hidden" in name and v.ndim == 2]
+    (conv2,) = [v for name, v in int8.items() if "conv2" in name and v.ndim == 4]
+    assert hidden.shape[1] == 4 * 4 * conv2.shape[0] < 4 * 4 * 32  # thinner conv2, fewer rows
+    assert np.mean(hidden == 0) >= 0.79
+    assert len(np.unique(conv2[conv2 != 0])) <= 8
+
+
+def test_latency_recipe_round_trip_through_the_cli(combined, data, trained, tmp_path, capsys):
+    """`--objective latency --recipe` re-runs a recipe with kept channels: the same file."""
     x, y, x_val, y_val = data
     model_path = str(tmp_path / "model.keras")
     trained.save(model_path)
     np.savez(tmp_path / "train.npz", x=x, y=y)
     np.savez(tmp_path / "val.npz", x=x_val, y=y_val)
-    (tmp_path / "recipe.json").write_text(result.recipe_json())
+    (tmp_path / "recipe.json").write_text(combined.recipe_json())
     out = str(tmp_path / "model.tflite")
+    epochs = [str(COMBINED_EPOCHS[stage]) for stage in ("prune", "cluster", "qat")]
     status = cli.main(
         ["compress", model_path, "--data", str(tmp_path / "train.npz"),
          "--validation", str(tmp_path / "val.npz"), "--max-drop", str(100 * BUDGET),
          "--objective", "latency", "--recipe", str(tmp_path / "recipe.json"),
-         "--channel-epochs", "2", "--epochs", "12", "4", "1", "-o", out]
+         "--channel-epochs", "2", "--epochs", *epochs, "-o", out]
     )
     stdout = capsys.readouterr().out
     assert status == 0
     assert "channel pruning (2 epochs)" in stdout
     with open(out, "rb") as f:
-        assert f.read() == result.tflite
-    assert f"{result.report[-1]['macs']:,} MACs)" in stdout
+        assert f.read() == combined.tflite
+    assert f"{combined.report[-1]['macs']:,} MACs)" in stdout
     status = cli.main(
         ["compress", model_path, "--data", str(tmp_path / "train.npz"), "--validation",
          str(tmp_path / "val.npz"), "--objective", "speed", "-o", out]
