@@ -98,9 +98,10 @@ def small_digits(digits):
     return x[:600], y[:600], x_test[:200], y_test[:200]
 
 
-def fit_small_classifier(model, x, y):
-    """`model` (logits out) trained from seed 0: Adam 3e-3, 8 epochs, the auto tests' float model."""
+def fit_small_classifier(build, x, y):
+    """`build()` (logits out) made and trained from seed 0: Adam 3e-3, 8 epochs (the auto tests')."""
     keras.utils.set_random_seed(0)
+    model = build()
     model.compile(
         keras.optimizers.Adam(3e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -60,7 +60,7 @@ def data(digits):
 @pytest.fixture(scope="module")
 def trained(data):
     x, y, _, _ = data
-    return fit_small_classifier(conv_classifier(), x, y)
+    return fit_small_classifier(conv_classifier, x, y)
 
 
 @pytest.fixture(scope="module")
