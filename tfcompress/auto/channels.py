@@ -7,8 +7,8 @@ graph lose the same channels), carried in a recipe by every compressible
 layer whose output channels are the group's (`RecipeGroups`).
 
 * Cost: the MACs of the model once each group keeps what its value leaves
-  (`macs`, counted exactly from the channel graph as `count_macs` of the
-  stripped model gives them); the allocation minimizes them.
+  (`MacCounter`, counted exactly from the channel graph, as `count_macs` of
+  the stripped model gives them); the allocation minimizes them.
 * Sensitivity: the rise of the validation loss when one group loses its
   least important channels at each value, at once and without training
   (`ChannelPruningModel.mask_channels`, the masks `prune_channels` would
@@ -154,7 +154,7 @@ class Masker:
     """The float model with every searchable group's channels masked at will, without training.
 
     Args:
-        model: The float model (its weights are shared, never changed).
+        model: The float model (not modified: `prune_channels` wraps a copy).
         groups: Its `RecipeGroups`.
         x, labels: The data `evaluate` measures on.
     """
@@ -176,9 +176,18 @@ class Masker:
 
 
 def measure(masker, grid, verbose=1):
-    """`{group name: {value: rise of the loss}}`, one group at a time, non-decreasing along `grid`.
+    """The loss each group's channel sparsities cost, one group at a time, without training.
 
-    Also returns `{group name: {value: drop of accuracy}}` and the base `(loss, accuracy)`.
+    Args:
+        masker: A `Masker` of the float model on the (sampled) validation data.
+        grid: The values, neutral first.
+        verbose: 0 silent, else a progress bar.
+
+    Returns:
+        `(loss, accuracy, base)`: `{group: {value: rise of the loss}}` (made
+        non-decreasing along `grid`, as `sensitivity.measure` does),
+        `{group: {value: drop of accuracy}}` and the float model's
+        `(loss, accuracy)`.
     """
     base_loss, base_accuracy = masker.evaluate({})
     names = masker.groups.names
