@@ -226,8 +226,15 @@ def main():
         "whole `auto_compress` call (sensitivity, search and every pipeline run) on 2 "
         "shared CPU cores.\n\n"
     )
+    # Sections other benchmarks write into the file ("## ...", e.g. auto_latency.py's) stay.
+    others = ""
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            existing = f.read()
+        if "\n## " in existing:
+            others = "\n## " + existing.split("\n## ", 1)[1].rstrip() + "\n"
     with open(args.output, "w") as f:
-        f.write(header + "\n\n".join(sections) + "\n")
+        f.write(header + "\n\n".join(sections) + "\n" + others)
     print(f"\nwrote {args.output}")
 
 
