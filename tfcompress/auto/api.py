@@ -331,7 +331,10 @@ class _Session:
                 stacklevel=3,
             )
         report = [
-            self._report_row("float32", self.model, self.float_tflite, self.baseline, self.model),
+            self._report_row(
+                "float32", self.model, self.float_tflite, self.baseline,
+                count_macs(self.model).total if self.objective == "latency" else None,
+            ),
             self._report_row(
                 "int8, " + describe_short(trial["recipe"]), qat, flatbuffer, trial["tflite_accuracy"],
                 trial["macs"],
@@ -354,11 +357,8 @@ class _Session:
         self.log(f"\n{result}")
         return result
 
-    def _report_row(self, name, model, flatbuffer, tflite_accuracy, macs=None):
-        """One report row; `macs`: a count, or the model to count (latency objective only)."""
+    def _report_row(self, name, model, flatbuffer, tflite_accuracy, macs):
         _, keras_accuracy = sensitivity_lib.Evaluator(model, self.x_val, self.labels)()
-        if isinstance(macs, keras.Model):
-            macs = count_macs(macs).total if self.objective == "latency" else None
         return {
             "model": name,
             "size_bytes": len(flatbuffer),
