@@ -158,7 +158,7 @@ def auto_compress(
             "there is nothing to search."
         )
     groups = None
-    if objective == "latency" or _sets_channels(recipe):
+    if objective == "latency" or channels.sets_channels(recipe):
         groups = channels.recipe_groups(model, layers)
     if objective == "latency" and recipe is None:
         channels.check_latency_model(model, groups)
@@ -184,13 +184,6 @@ def auto_compress(
     else:
         session.search(grids, per_layer, max_trials, sensitivity_samples)
     return session.result(max_accuracy_drop, started)
-
-
-def _sets_channels(recipe):
-    """True if a (not yet checked) recipe names the channel knob anywhere."""
-    return isinstance(recipe, dict) and any(
-        isinstance(entry, dict) and knobs_lib.CHANNELS.name in entry for entry in recipe.values()
-    )
 
 
 class _Session:

@@ -103,6 +103,19 @@ def recipe_groups(model, layers):
     )
 
 
+def sets_channels(recipe):
+    """True if a (not yet checked) recipe names the channel knob anywhere.
+
+    Example:
+
+    >>> sets_channels({"conv": {"channel_sparsity": 0.5}}), sets_channels({"conv": {}})
+    (True, False)
+    """
+    return isinstance(recipe, dict) and any(
+        isinstance(entry, dict) and CHANNELS.name in entry for entry in recipe.values()
+    )
+
+
 def check_latency_model(model, groups):
     """Raises ValueError if `model` has no channel group `objective="latency"` can prune."""
     if groups.members:
