@@ -148,6 +148,24 @@ def render(model_name, entry):
     return "\n".join(lines)
 
 
+def models_and_record(parser, args, filename):
+    """`(model names, record path, record)` of a run: `--models` checked, `--out`/filename loaded.
+
+    Models measured by earlier runs into the same `--out` stay in the record (and the tables).
+    """
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; known: {list(MODELS)}")
+    os.makedirs(args.out, exist_ok=True)
+    record_path = os.path.join(args.out, filename)
+    record = {}
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+    return names, record_path, record
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -159,17 +177,7 @@ def main():
         "--render", action="store_true", help="only rewrite --output from --out/auto_compress.json"
     )
     args = parser.parse_args()
-    names = args.models.split(",")
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        parser.error(f"unknown models {unknown}; known: {list(MODELS)}")
-    os.makedirs(args.out, exist_ok=True)
-    # Models measured by earlier runs into the same --out stay in the tables.
-    record_path = os.path.join(args.out, "auto_compress.json")
-    record = {}
-    if os.path.exists(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
+    names, record_path, record = models_and_record(parser, args, "auto_compress.json")
     (x8, y), (xt8, yt) = datasets.load_digits()
     started = time.time()
     for name in [] if args.render else names:
@@ -218,8 +226,15 @@ def main():
         "whole `auto_compress` call (sensitivity, search and every pipeline run) on 2 "
         "shared CPU cores.\n\n"
     )
+    # Sections other benchmarks write into the file ("## ...", e.g. auto_latency.py's) stay.
+    others = ""
+    if os.path.exists(args.output):
+        with open(args.output) as f:
+            existing = f.read()
+        if "\n## " in existing:
+            others = "\n## " + existing.split("\n## ", 1)[1].rstrip() + "\n"
     with open(args.output, "w") as f:
-        f.write(header + "\n\n".join(sections) + "\n")
+        f.write(header + "\n\n".join(sections) + "\n" + others)
     print(f"\nwrote {args.output}")
 
 

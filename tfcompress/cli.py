@@ -4,7 +4,8 @@
                        [--int8-io] [--rnn auto|unroll]
     tfcompress inspect FILE            (.keras or .tflite: the compression report)
     tfcompress bench FILE.tflite [--threads N] [--runs N]
-    tfcompress compress MODEL.keras --data TRAIN.npz --validation VAL.npz [--max-drop 1.0] -o OUT.tflite
+    tfcompress compress MODEL.keras --data TRAIN.npz --validation VAL.npz [--max-drop 1.0]
+                        [--objective size|latency] -o OUT.tflite
     tfcompress demo [--out DIR] [--quick]
 
 Every failure (a missing, truncated or corrupted file, calibration data of the
@@ -75,7 +76,8 @@ def build_parser():
     bench.add_argument("--runs", type=int, default=200, help="timed inferences (default 200)")
 
     compress = add(
-        "compress", "automatic compression: the smallest int8 .tflite within an accuracy budget"
+        "compress",
+        "automatic compression: the smallest (or fewest-MACs) int8 .tflite within an accuracy budget",
     )
     compress.add_argument("model", help="path of a trained .keras classifier")
     compress.add_argument("--data", required=True, help="training data: a .npz with arrays x and y")
@@ -85,12 +87,21 @@ def build_parser():
     compress.add_argument(
         "--max-drop", type=float, default=1.0, help="accuracy points the .tflite may lose (default 1.0)"
     )
+    compress.add_argument(
+        "--objective",
+        default="size",
+        help="size (gzip bytes: pruning, clustering, weight bits) or latency (MACs: channel "
+        "pruning) (default size)",
+    )
     compress.add_argument("-o", "--output", required=True, help="path of the .tflite to write")
     compress.add_argument("--recipe", help="a recipe .json to run instead of searching")
     compress.add_argument("--save-recipe", help="write the recipe found to this .json")
     compress.add_argument("--trials", type=int, default=4, help="pipeline runs of the search (default 4)")
     compress.add_argument(
         "--epochs", type=int, nargs=3, metavar=("PRUNE", "CLUSTER", "QAT"), help="epochs per stage (default 12 4 3)"
+    )
+    compress.add_argument(
+        "--channel-epochs", type=int, help="epochs of the channel-pruning stage (default 12)"
     )
     compress.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
@@ -174,6 +185,9 @@ def _compress(args):
     from tfcompress.auto import auto_compress
 
     max_drop = _validate.check_number("--max-drop", args.max_drop, minimum=0)
+    from tfcompress.auto.api import OBJECTIVES
+
+    objective = _validate.check_one_of("--objective", args.objective, OBJECTIVES)
     _validate.check_output_path("--output", args.output)
     arrays = {}
     for flag, path in (("--data", args.data), ("--validation", args.validation)):
@@ -193,11 +207,13 @@ def _compress(args):
     if args.save_recipe:
         _validate.check_output_path("--save-recipe", args.save_recipe)
     model = _validate.load_keras_model(args.model, "MODEL")
-    epochs = dict(zip(("prune", "cluster", "qat"), args.epochs)) if args.epochs else None
+    epochs = dict(zip(("prune", "cluster", "qat"), args.epochs or ()))
+    if args.channel_epochs is not None:
+        epochs["channels"] = _validate.check_int("--channel-epochs", args.channel_epochs, minimum=1)
     result = auto_compress(
         model, *arrays["--data"], arrays["--validation"],
-        max_accuracy_drop=max_drop / 100, seed=args.seed, recipe=recipe,
-        epochs=epochs, max_trials=args.trials,
+        max_accuracy_drop=max_drop / 100, objective=objective, seed=args.seed, recipe=recipe,
+        epochs=epochs or None, max_trials=args.trials,
     )
     print(f"\nrecipe (JSON):\n{result.recipe_json()}")
     if args.save_recipe:
@@ -210,7 +226,9 @@ def _compress(args):
         )
     with open(args.output, "wb") as f:
         f.write(result.tflite)
-    print(f"wrote {args.output} ({len(result.tflite):,} bytes, gzip {result.report[-1]['gzip_bytes']:,})")
+    final = result.report[-1]
+    macs = f", {final['macs']:,} MACs" if final.get("macs") is not None else ""
+    print(f"wrote {args.output} ({len(result.tflite):,} bytes, gzip {final['gzip_bytes']:,}{macs})")
 
 
 def _demo(args):

@@ -293,8 +293,9 @@ def run(out_dir="demo_out", quick=False, seed=0, log=print):
     result = tfcompress.auto_compress(
         float_model, x[:-held_out], y[:-held_out], (x[-held_out:], y[-held_out:]),
         max_accuracy_drop=AUTO_BUDGET, seed=seed, batch_size=BATCH_SIZE,
-        epochs={stage: epochs[stage] for stage in pipeline.STAGES},
-        learning_rates={stage: LEARNING_RATES[stage] for stage in pipeline.STAGES},
+        # The demo's stages (it prunes no channels: objective="size").
+        epochs={stage: epochs[stage] for stage in pipeline.STAGES if stage in epochs},
+        learning_rates={stage: LEARNING_RATES[stage] for stage in pipeline.STAGES if stage in epochs},
         max_trials=2 if quick else AUTO_TRIALS,
         verbose=1,
     )

@@ -1,4 +1,4 @@
-"""`auto_compress`: from a trained classifier and an accuracy budget to the smallest int8 `.tflite`."""
+"""`auto_compress`: from a trained classifier and an accuracy budget to the smallest (or fastest) int8 `.tflite`."""
 
 import gzip
 import time
@@ -8,9 +8,10 @@ import keras
 import numpy as np
 
 from tfcompress import _layers, _validate, lite
-from tfcompress.auto import allocate, inputs, knobs as knobs_lib, pipeline, sizes
+from tfcompress.auto import allocate, channels, inputs, knobs as knobs_lib, pipeline, sizes
 from tfcompress.auto import sensitivity as sensitivity_lib
 from tfcompress.auto.result import AutoCompressResult, describe_short
+from tfcompress.macs import count_macs
 from tfcompress.quantization import plan
 
 OBJECTIVES = ("size", "latency")
@@ -35,7 +36,7 @@ def auto_compress(
     per_layer=True,
     verbose=1,
 ):
-    """Finds per-layer pruning, clustering and weight bits that keep an accuracy budget.
+    """Finds per-layer pruning, clustering and weight bits (or kept channels) that keep an accuracy budget.
 
     1. Baseline: the float32 `.tflite` of `model` and its accuracy on the
        validation data.
@@ -54,6 +55,18 @@ def auto_compress(
        (bisection in log size), `max_trials` times at most. The smallest
        `.tflite` that kept the budget is returned.
 
+    With `objective="latency"` the knob is the channel sparsity of each
+    channel group (`prune_channels`: whole filters removed, coupled layers
+    together), and what the search minimizes is multiply-accumulates
+    (`count_macs` of the stripped model): sensitivity is the loss rise of
+    each group with its least important channels masked, the allocation
+    orders recipes by loss per MAC saved, and each trial runs channel
+    pruning -> `strip_channels` -> int8 QAT. Unstructured sparsity,
+    clusters and low-bit weights stay off (LiteRT's int8 kernels compute
+    every zero and every shared value alike: they save bytes, not time); a
+    recipe may still combine them with kept channels. The report gives the
+    MACs and the LiteRT latency (1 thread) of the float and int8 files.
+
     Every training run starts from `seed`, so a run is repeatable and a
     recipe given back reproduces its trial.
 
@@ -68,18 +81,20 @@ def auto_compress(
             what sensitivity and the budget are measured on.
         max_accuracy_drop: Accuracy the `.tflite` may lose against the float
             `.tflite`, as a fraction (0.01 = one point).
-        objective: "size" (gzip bytes of the int8 `.tflite`), the only one
-            for now: "latency" raises (channel pruning, the technique that
-            trades latency, is not one of the searched knobs yet).
+        objective: "size" (gzip bytes of the int8 `.tflite`) or "latency"
+            (its MACs, through channel pruning; the model needs a channel
+            group `prune_channels` can prune, of more than 8 channels).
         seed: Seed of the sampling and of every training run.
         recipe: None to search; or a recipe (`result.recipe`, edited or not:
             `{layer: {"sparsity": float, "clusters": int or None,
-            "weight_bits": 8, 4, 2 or 1}}`) to run
+            "weight_bits": 8, 4, 2 or 1, "channel_sparsity": float}}`, the
+            last one the same on every layer of a channel group) to run
             the pipeline once with it, skipping the search.
-        epochs: `{"prune": 12, "cluster": 4, "qat": 3}` by default.
+        epochs: `{"channels": 12, "prune": 12, "cluster": 4, "qat": 3}` by
+            default.
         batch_size: Batch size for array data.
         learning_rates: Adam learning rate per stage, by default
-            `{"prune": 5e-4, "cluster": 3e-4, "qat": 1e-4}`.
+            `{"channels": 5e-4, "prune": 5e-4, "cluster": 3e-4, "qat": 1e-4}`.
         loss: Training loss; default: the model's compiled loss, else
             cross-entropy fitting the labels and outputs.
         max_trials: Pipeline runs of the search at most (one more at int8
@@ -99,7 +114,7 @@ def auto_compress(
     Raises:
         ValueError: for a bad argument (a negative budget, data whose shape
             does not fit the model, an invalid recipe, ...) or a model with
-            nothing to compress.
+            nothing to compress (for "latency": no channel group to prune).
         TypeError: if `model` is not a Keras model.
 
     Example:
@@ -110,16 +125,14 @@ def auto_compress(
     print(result)                       # recipe, sizes, accuracy, latency
     open("model.tflite", "wb").write(result.tflite)
     json.dump(result.recipe, open("recipe.json", "w"))   # edit, then recipe=...
+
+    fast = tfcompress.auto_compress(model, x_train, y_train, (x_val, y_val),
+                                    objective="latency")
+    fast.report[-1]["macs"] / fast.report[0]["macs"]     # MACs kept
     ```
     """
     started = time.perf_counter()
     _validate.check_one_of("objective", objective, OBJECTIVES)
-    if objective == "latency":
-        raise ValueError(
-            "objective='latency' needs channel pruning (prune_channels), the one technique "
-            "that removes multiplies: pruned and clustered int8 kernels still compute "
-            "every one of them. It is not available yet; use objective='size'."
-        )
     max_accuracy_drop = _validate.check_number("max_accuracy_drop", max_accuracy_drop, 0.0, 1.0)
     seed = _validate.check_int("seed", seed, minimum=0)
     max_trials = _validate.check_int("max_trials", max_trials, minimum=1)
@@ -144,8 +157,13 @@ def auto_compress(
             f"(supported: {', '.join(_layers.COMPRESSIBLE_LAYER_NAMES)}); "
             "there is nothing to search."
         )
+    groups = None
+    if objective == "latency" or channels.sets_channels(recipe):
+        groups = channels.recipe_groups(model, layers)
+    if objective == "latency" and recipe is None:
+        channels.check_latency_model(model, groups)
     if recipe is not None:
-        recipe = knobs_lib.check_recipe(recipe, layers)
+        recipe = knobs_lib.check_recipe(recipe, layers, groups)
     # Planned now so that a model QAT cannot quantize fails before any training.
     grids = knobs_lib.search_grids(layers, _folded_layers(model))
 
@@ -154,12 +172,15 @@ def auto_compress(
         model, layers, train, x_val, labels, seed, verbose,
         dict(epochs=epochs, batch_size=batch_size, learning_rates=learning_rates,
              loss=pipeline.classification_loss(model, train) if loss is None else loss),
+        objective,
     )
     phases = 2 if recipe is not None else 4
     session.measure_baseline(max_accuracy_drop, phases)
     if recipe is not None:
         session.log(f"[2/{phases}] pipeline with the given recipe")
         session.timed("trials", session.run, recipe)
+    elif objective == "latency":
+        channels.search(session, groups, max_trials, sensitivity_samples)
     else:
         session.search(grids, per_layer, max_trials, sensitivity_samples)
     return session.result(max_accuracy_drop, started)
@@ -168,10 +189,10 @@ def auto_compress(
 class _Session:
     """The state of one `auto_compress` call: the data, the baseline, the runs so far."""
 
-    def __init__(self, model, layers, train, x_val, labels, seed, verbose, training):
+    def __init__(self, model, layers, train, x_val, labels, seed, verbose, training, objective):
         self.model, self.layers, self.train = model, layers, train
         self.x_val, self.labels, self.seed, self.verbose = x_val, labels, seed, verbose
-        self.training = training
+        self.training, self.objective = training, objective
         self.trials, self.best, self.seconds, self.sensitivity = [], None, {}, None
 
     def log(self, *args):
@@ -197,26 +218,31 @@ class _Session:
         )
 
     def run(self, recipe, predicted=None, where=""):
-        """Trains, converts and checks one recipe; returns `(passed, gzip bytes)`."""
+        """Trains, converts and checks one recipe; returns `(passed, gzip bytes or MACs)`."""
         number = len(self.trials) + 1
         self.log(f"  trial {number}{where}: {describe_short(recipe)}")
         keras.utils.set_random_seed(self.seed)
         clock = time.perf_counter()
         settings = knobs_lib.stage_settings(recipe)
-        qat = pipeline.train_pipeline(
+        models = pipeline.train_pipeline(
             self.model, self.train.x, self.train.y,
+            channel_sparsity=settings[knobs_lib.CHANNELS.name],
             sparsity=settings[knobs_lib.SPARSITY.name],
             clusters=settings[knobs_lib.CLUSTERS.name],
             weight_bits={None: knobs_lib.BITS.neutral, **settings[knobs_lib.BITS.name]},
             log=lambda line: self.log("  " + line), verbose=2 if self.verbose >= 2 else 0,
             **self.training,
-        ).qat
+        )
+        qat = models.qat
         flatbuffer = lite.convert(qat, "int8")
         accuracy = lite.evaluate(flatbuffer, self.x_val, self.labels)["accuracy"]
+        latency = self.objective == "latency"
         trial = {
             "trial": number,
             "recipe": recipe,
-            "predicted_kernel_bytes": predicted,
+            "predicted_kernel_bytes": None if latency else predicted,
+            "predicted_macs": predicted if latency else None,
+            "macs": count_macs(models.clustered).total if latency else None,
             "size_bytes": len(flatbuffer),
             "gzip_bytes": _gzip(flatbuffer),
             "tflite_accuracy": accuracy,
@@ -224,23 +250,28 @@ class _Session:
             "seconds": time.perf_counter() - clock,
         }
         self.trials.append(trial)
+        macs = f"{trial['macs']:,} MACs, " if latency else ""
         self.log(
-            f"    -> int8 .tflite: gzip {trial['gzip_bytes']:,} B, TFLite {accuracy:.2%} "
+            f"    -> int8 .tflite: {macs}gzip {trial['gzip_bytes']:,} B, TFLite {accuracy:.2%} "
             f"({100 * (accuracy - self.baseline):+.2f} pt): "
             f"{'kept the budget' if trial['passed'] else 'over budget'} ({trial['seconds']:.0f} s)"
         )
-        if self.best is None or _better(trial, self.best[0]):
+        if self.best is None or _better(trial, self.best[0], "macs" if latency else "gzip_bytes"):
             self.best = (trial, qat, flatbuffer)
-        return trial["passed"], trial["gzip_bytes"]
+        return trial["passed"], trial["macs" if latency else "gzip_bytes"]
+
+    def validation_sample(self, samples):
+        """`(x, labels)`: at most `samples` validation examples, drawn with the seed."""
+        sample = np.sort(np.random.default_rng(self.seed).permutation(len(self.labels))[:samples])
+        return self.x_val[sample], self.labels[sample]
 
     def search(self, grids, per_layer, max_trials, samples):
         """Sensitivity, allocation, then trials along the frontier."""
-        sample = np.sort(np.random.default_rng(self.seed).permutation(len(self.labels))[:samples])
-        x, labels = self.x_val[sample], self.labels[sample]
+        x, labels = self.validation_sample(samples)
         count = sum(len(v) - 1 for grid in grids.values() for v in grid.values())
         self.log(
             f"[2/4] sensitivity: {len(self.layers)} layers, {count} settings, one at a time "
-            f"on {len(sample)} validation examples"
+            f"on {len(labels)} validation examples"
         )
         measured = self.timed(
             "sensitivity", sensitivity_lib.measure, self.model, self.layers, grids, x, labels,
@@ -296,9 +327,13 @@ class _Session:
                 stacklevel=3,
             )
         report = [
-            self._report_row("float32", self.model, self.float_tflite, self.baseline),
             self._report_row(
-                "int8, " + describe_short(trial["recipe"]), qat, flatbuffer, trial["tflite_accuracy"]
+                "float32", self.model, self.float_tflite, self.baseline,
+                count_macs(self.model).total if self.objective == "latency" else None,
+            ),
+            self._report_row(
+                "int8, " + describe_short(trial["recipe"]), qat, flatbuffer, trial["tflite_accuracy"],
+                trial["macs"],
             ),
         ]
         self.seconds["total"] = time.perf_counter() - started
@@ -313,11 +348,12 @@ class _Session:
             within_budget=trial["passed"],
             seconds=self.seconds,
             sensitivity=self.sensitivity,
+            objective=self.objective,
         )
         self.log(f"\n{result}")
         return result
 
-    def _report_row(self, name, model, flatbuffer, tflite_accuracy):
+    def _report_row(self, name, model, flatbuffer, tflite_accuracy, macs):
         _, keras_accuracy = sensitivity_lib.Evaluator(model, self.x_val, self.labels)()
         return {
             "model": name,
@@ -326,6 +362,7 @@ class _Session:
             "keras_accuracy": keras_accuracy,
             "tflite_accuracy": tflite_accuracy,
             "latency_ms": lite.benchmark(flatbuffer, num_threads=1, runs=100)["median_ms"],
+            "macs": macs,
         }
 
 
@@ -337,13 +374,14 @@ def _folded_layers(model):
     }
 
 
-def _better(trial, best):
+def _better(trial, best, measure):
     # A run within budget beats one over it; among those within budget the
-    # smaller file wins, among those over it the more accurate one.
+    # smaller `measure` (gzip bytes or MACs) wins, then the smaller file;
+    # among those over it the more accurate one.
     if trial["passed"] != best["passed"]:
         return trial["passed"]
     if trial["passed"]:
-        return trial["gzip_bytes"] < best["gzip_bytes"]
+        return (trial[measure], trial["gzip_bytes"]) < (best[measure], best["gzip_bytes"])
     return trial["tflite_accuracy"] > best["tflite_accuracy"]
 
 

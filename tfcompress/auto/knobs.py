@@ -13,8 +13,21 @@ Each `Knob` row says what its values are (`check`), which layers it applies
 to (`supports`), what a value does to a kernel at once, without training
 (`apply`: what the sensitivity scan measures and the size model encodes), and
 which values the search tries (`grid`). The search, the size model and the
-recipe checks only loop over `KNOBS`; a new per-layer technique (e.g. kept
-channels) is a new row plus its stage in `pipeline.py`.
+recipe checks only loop over `KNOBS`; a new per-layer technique is a new row
+plus its stage in `pipeline.py`.
+
+A group knob (`GROUP_KNOBS`: `channel_sparsity`, the fraction of a channel
+group's channels `prune_channels` removes) takes one value per channel group,
+not per layer: coupled layers (a conv and the depthwise conv after it, the
+branches an `Add` joins) must lose the same channels. In a recipe every
+layer whose output channels are the group's carries the group's value,
+
+    {"conv1": {"channel_sparsity": 0.5}, "depthwise": {"channel_sparsity": 0.5}}
+
+(a member the recipe leaves out takes its group's value; two different
+values in one group are an error). Its sensitivity, cost (MACs) and masking
+are per group, in `channels.py`; the recipe checks and tables loop over
+`RECIPE_KNOBS`. It is shown in a recipe entry only where it is given.
 """
 
 import dataclasses
@@ -47,6 +60,9 @@ class Knob:
             value's effect on a numpy kernel (a value of `variable` of
             `layer`) at once, without training, as the pipeline starts it.
         label: `label(value) -> str` for tables.
+        per_group: True for a knob taking one value per channel group
+            (`apply` is None: it acts on several layers at once, see
+            `channels.py`).
     """
 
     name: str
@@ -56,6 +72,7 @@ class Knob:
     supports: Callable
     apply: Callable
     label: Callable
+    per_group: bool = False
 
 
 # Values k-means fits centroids on, at most (the rest only look up their nearest).
@@ -172,12 +189,27 @@ BITS = Knob(
 # The fewest weight bits the search gives the first layer (see `search_grids`).
 FIRST_LAYER_MIN_BITS = 4
 
+CHANNELS = Knob(
+    name="channel_sparsity",
+    neutral=0.0,
+    # Kept counts are rounded to multiples of `channels.ROUND_TO`, so milder
+    # steps than 1/4 rarely change a group of a few dozen channels.
+    grid=(0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875),
+    check=lambda name, value: _validate.check_fraction(name, value),
+    supports=lambda layer: isinstance(layer, _layers.CHANNEL_MEMBER_LAYERS),
+    apply=None,
+    label=lambda value: f"{value:.0%} ch",
+    per_group=True,
+)
+
 # In the order the pipeline applies them: prune, cluster the survivors, then
-# QAT puts the weights on the grid of their bits. Kept channels
-# (`prune_channels`) would be a row first in this tuple whose `apply` zeroes
-# whole output channels, with its stage before pruning.
+# QAT puts the weights on the grid of their bits.
 KNOBS = (SPARSITY, CLUSTERS, BITS)
 KNOB_NAMES = tuple(knob.name for knob in KNOBS)
+# Channel pruning runs first (it changes the shapes the other knobs act on).
+GROUP_KNOBS = (CHANNELS,)
+RECIPE_KNOBS = GROUP_KNOBS + KNOBS
+RECIPE_KNOB_NAMES = tuple(knob.name for knob in RECIPE_KNOBS)
 
 
 def compressible_layers(model):
@@ -253,22 +285,27 @@ def kernels(layer):
     return []
 
 
-def check_recipe(recipe, layers):
+def check_recipe(recipe, layers, groups=None):
     """Validates a recipe against a model's compressible layers; returns it normalized.
 
     Args:
         recipe: `{layer_name: {knob: value}}` (see the module docstring).
         layers: `{name: layer}` from `compressible_layers`.
+        groups: The model's `channels.RecipeGroups` if the recipe may set
+            `channel_sparsity`; None: no layer may.
 
     Returns:
-        A new dict in the model's layer order, every knob of every named
-        layer filled in (the neutral value when left out), values normalized
-        (plain floats and ints, so it serializes to JSON as it is).
+        A new dict in the model's layer order, every per-layer knob of every
+        named layer filled in (the neutral value when left out), and
+        `channel_sparsity` on every member of a group one member sets it on;
+        values normalized (plain floats and ints, so it serializes to JSON as
+        it is).
 
     Raises:
         ValueError: for something that is not such a dict, a layer the model
             does not have (or that nothing compresses), an unknown knob, a bad
-            value, or a value on a layer the knob does not apply to.
+            value, a value on a layer the knob does not apply to, or two
+            layers of one channel group given different `channel_sparsity`.
 
     Example:
 
@@ -288,7 +325,7 @@ def check_recipe(recipe, layers):
             f"recipe names layers the model has no compressible layer for: {unknown}. "
             f"Compressible layers: {list(layers)}"
         )
-    normalized = {}
+    normalized, given = {}, {}
     for name in layers:
         if name not in recipe:
             continue
@@ -296,24 +333,63 @@ def check_recipe(recipe, layers):
         if not isinstance(entry, dict):
             raise ValueError(
                 f"recipe[{name!r}] must be a dict {{knob: value}} with knobs from "
-                f"{list(KNOB_NAMES)}. Received: {entry!r}"
+                f"{list(RECIPE_KNOB_NAMES)}. Received: {entry!r}"
             )
-        extra = [key for key in entry if key not in KNOB_NAMES]
+        extra = [key for key in entry if key not in RECIPE_KNOB_NAMES]
         if extra:
             raise ValueError(
-                f"recipe[{name!r}] has unknown knob(s) {extra}. Known knobs: {list(KNOB_NAMES)}"
+                f"recipe[{name!r}] has unknown knob(s) {extra}. Known knobs: "
+                f"{list(RECIPE_KNOB_NAMES)}"
             )
         settings = {}
-        for row in KNOBS:
+        for row in RECIPE_KNOBS:
+            if row.per_group and row.name not in entry:
+                continue
             value = row.check(f"recipe[{name!r}][{row.name!r}]", entry.get(row.name, row.neutral))
             if value != row.neutral and not row.supports(layers[name]):
                 raise ValueError(
                     f"recipe[{name!r}] sets {row.name}={value!r}, but layer '{name}' "
                     f"({type(layers[name]).__name__}) does not support {row.name}."
                 )
-            settings[row.name] = value
+            if row.per_group:
+                given[name] = value
+            else:
+                settings[row.name] = value
         normalized[name] = settings
-    return normalized
+    return _with_group_values(normalized, given, layers, groups)
+
+
+def _with_group_values(normalized, given, layers, groups):
+    """`normalized` with `channel_sparsity` on every member of each group a value is given for."""
+    name_of = CHANNELS.name
+    by_group = {}
+    for layer, value in given.items():
+        if layer not in (groups.members if groups is not None else {}):
+            if value == CHANNELS.neutral:
+                continue  # saying "keep every channel" of a layer that keeps them is fine
+            why = "the model's channel groups were not analyzed" if groups is None else groups.reasons.get(
+                layer, "they are not prunable"
+            )
+            raise ValueError(
+                f"recipe[{layer!r}] sets {name_of}={value!r}, but the output channels of layer "
+                f"'{layer}' cannot be pruned: {why}."
+                + (f" Layers that can: {list(groups.members)}." if groups is not None else "")
+            )
+        by_group.setdefault(groups.members[layer], {})[layer] = value
+    for group, values in by_group.items():
+        if len(set(values.values())) > 1:
+            raise ValueError(
+                f"recipe gives the layers of one channel group (of '{group}': "
+                f"{list(groups.layers[group])}) different {name_of} values: {values}. Coupled "
+                "layers lose the same channels: give them one value."
+            )
+        value = next(iter(values.values()))
+        for layer in groups.layers[group]:
+            entry = normalized.get(layer)
+            if entry is None:
+                entry = {row.name: row.neutral for row in KNOBS}
+            normalized[layer] = {name_of: value, **entry}
+    return {name: normalized[name] for name in layers if name in normalized}
 
 
 def stage_settings(recipe):
@@ -322,14 +398,30 @@ def stage_settings(recipe):
     Example:
 
     >>> stage_settings({"a": {"sparsity": 0.5, "clusters": None, "weight_bits": 4}})
-    {'sparsity': {'a': 0.5}, 'clusters': {}, 'weight_bits': {'a': 4}}
+    {'channel_sparsity': {}, 'sparsity': {'a': 0.5}, 'clusters': {}, 'weight_bits': {'a': 4}}
     """
     return {
         row.name: {
-            name: entry[row.name] for name, entry in recipe.items() if entry[row.name] != row.neutral
+            name: entry.get(row.name, row.neutral)
+            for name, entry in recipe.items()
+            if entry.get(row.name, row.neutral) != row.neutral
         }
-        for row in KNOBS
+        for row in RECIPE_KNOBS
     }
+
+
+def shown_knobs(recipe):
+    """The knobs a table of `recipe` shows: the per-layer ones, and group knobs it sets.
+
+    Example:
+
+    >>> [row.name for row in shown_knobs({"a": {"channel_sparsity": 0.5, "sparsity": 0.0}})]
+    ['channel_sparsity', 'sparsity', 'clusters', 'weight_bits']
+    """
+    return tuple(
+        row for row in RECIPE_KNOBS
+        if not row.per_group or any(row.name in entry for entry in recipe.values())
+    )
 
 
 def describe(recipe):
@@ -337,6 +429,8 @@ def describe(recipe):
     if not recipe:
         return "(no layer compressed: int8 QAT only)"
     return "\n".join(
-        f"{name}: " + ", ".join(f"{row.name} {row.label(entry[row.name])}" for row in KNOBS)
+        f"{name}: " + ", ".join(
+            f"{row.name} {row.label(entry.get(row.name, row.neutral))}" for row in shown_knobs(recipe)
+        )
         for name, entry in recipe.items()
     )

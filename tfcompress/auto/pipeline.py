@@ -1,4 +1,4 @@
-"""The training pipeline a recipe runs: prune -> cluster (zeros kept) -> QAT (zeros and clusters kept).
+"""The training pipeline a recipe runs: channels -> prune -> cluster (zeros kept) -> QAT (zeros and clusters kept).
 
 The one implementation of it: `auto_compress` runs it for every trial, the
 digits demo (`demo.train_pipeline`) and the benchmarks for their recipes.
@@ -12,11 +12,13 @@ import numpy as np
 
 import tfcompress
 from tfcompress import _layers, _rewrite
+from tfcompress.auto import channels
 from tfcompress.pruning import PruneLowMagnitude
 
-# Epochs and Adam learning rates of each stage (those of the digits demo).
-DEFAULT_EPOCHS = {"prune": 12, "cluster": 4, "qat": 3}
-DEFAULT_LEARNING_RATES = {"prune": 5e-4, "cluster": 3e-4, "qat": 1e-4}
+# Epochs and Adam learning rates of each stage (those of the digits demo;
+# channel pruning, which the demo does not run, as unstructured pruning).
+DEFAULT_EPOCHS = {"channels": 12, "prune": 12, "cluster": 4, "qat": 3}
+DEFAULT_LEARNING_RATES = {"channels": 5e-4, "prune": 5e-4, "cluster": 3e-4, "qat": 1e-4}
 STAGES = tuple(DEFAULT_EPOCHS)
 
 
@@ -115,8 +117,12 @@ class PipelineModels:
 
     Attributes:
         qat: The trained QAT model, ready for `lite.convert(qat, "int8")`.
+        channel_pruning: The trained `ChannelPruningModel` (None if no
+            channel was pruned).
+        thinned: `channel_pruning` stripped (`strip_channels`: fewer
+            filters), or the float model.
         pruning: The trained model with its pruning wrappers (None if not pruned).
-        pruned: `pruning` stripped of its wrappers (the float model if not pruned).
+        pruned: `pruning` stripped of its wrappers (`thinned` if not pruned).
         clustering: The trained model with its clustering wrappers (None if
             not clustered).
         clustered: `clustering` stripped of its wrappers (`pruned` if not
@@ -124,6 +130,8 @@ class PipelineModels:
     """
 
     qat: keras.Model
+    channel_pruning: keras.Model = None
+    thinned: keras.Model = None
     pruning: keras.Model = None
     pruned: keras.Model = None
     clustering: keras.Model = None
@@ -142,22 +150,26 @@ def train_pipeline(
     learning_rates=None,
     loss=None,
     weight_bits=8,
+    channel_sparsity=None,
     log=print,
     verbose=2,
 ):
-    """Prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
+    """Channels -> prune -> cluster (preserving zeros) -> QAT (preserving zeros and clusters).
 
     Each stage starts from the previous one's stripped model with a fresh Adam
-    optimizer. Sparsity ramps with `PolynomialDecay` over the first two thirds
-    of the pruning epochs; the rest let the network recover at the final
-    sparsity. A stage with nothing to do (no sparsity, no clusters) is skipped.
+    optimizer. Channel pruning (`prune_channels`, then `strip_channels`: a
+    model with fewer filters) comes first, as the other stages act on the
+    kernels it leaves. Sparsities ramp with `PolynomialDecay` over the first
+    two thirds of their stage's epochs; the rest let the network recover at
+    the final sparsity. A stage with nothing to do (no channel sparsity, no
+    sparsity, no clusters) is skipped.
 
     Args:
         float_model: The trained float model (not modified).
         x, y: Training data: arrays, or a batched `tf.data.Dataset` of
             `(x, y)` as `x` (and `y=None`).
-        epochs: Dict with "prune", "cluster" and "qat" epoch counts (other
-            keys are ignored); missing ones take `DEFAULT_EPOCHS`.
+        epochs: Dict with "channels", "prune", "cluster" and "qat" epoch
+            counts (other keys are ignored); missing ones take `DEFAULT_EPOCHS`.
         sparsity: Final sparsity, one float for every prunable layer or
             `{layer_name: float}`; None or 0: no pruning.
         clusters: Clusters per kernel, an int or `{layer_name: int}`; None:
@@ -167,6 +179,11 @@ def train_pipeline(
             take `DEFAULT_LEARNING_RATES`.
         loss: Loss to train with; None: see `classification_loss`.
         weight_bits: Weight bits of the QAT stage (as `quantize_model`).
+        channel_sparsity: `{layer_name: float}`: the fraction of the
+            channels of each named layer's channel group to remove (the
+            layers of one group given one value; kept counts in multiples of
+            `channels.ROUND_TO`, ranked by `channels.IMPORTANCE`); None: no
+            channel pruning.
         log: Progress printer (one line per stage).
         verbose: `fit` verbosity.
 
@@ -185,7 +202,29 @@ def train_pipeline(
         data.fit(model, epochs[stage], verbose, list(callbacks))
         return model
 
-    models = PipelineModels(qat=None, pruned=float_model)
+    models = PipelineModels(qat=None, thinned=float_model)
+    channel_sparsity = {name: s for name, s in (channel_sparsity or {}).items() if s}
+    if channel_sparsity:
+        # One schedule object per value: the layers of a group must carry the same one.
+        schedules = {
+            s: ramp_schedule(s, epochs["channels"], data.steps_per_epoch)
+            for s in sorted(set(channel_sparsity.values()))
+        }
+        log(
+            f"  channel pruning ({epochs['channels']} epochs): "
+            f"{_describe(channel_sparsity, '{:.0%}')}"
+        )
+        models.channel_pruning = train(
+            tfcompress.prune_channels(
+                float_model,
+                {name: schedules[s] for name, s in channel_sparsity.items()},
+                importance=channels.IMPORTANCE,
+                round_to=channels.ROUND_TO,
+            ),
+            "channels",
+        )
+        models.thinned = tfcompress.strip_channels(models.channel_pruning)
+    models.pruned = models.thinned
     if isinstance(sparsity, dict):
         sparsity = {name: s for name, s in sparsity.items() if s}
     if sparsity:
@@ -197,7 +236,7 @@ def train_pipeline(
         else:
             schedule = ramp_schedule(sparsity, epochs["prune"], data.steps_per_epoch)
         log(f"  pruning ({epochs['prune']} epochs): {_describe(sparsity, '{:.0%}')}")
-        models.pruning = train(tfcompress.prune_low_magnitude(float_model, schedule), "prune")
+        models.pruning = train(tfcompress.prune_low_magnitude(models.thinned, schedule), "prune")
         models.pruned = tfcompress.strip_pruning(models.pruning)
     models.clustered = models.pruned
     if isinstance(clusters, dict):

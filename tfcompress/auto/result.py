@@ -19,15 +19,19 @@ class AutoCompressResult:
             and pass it back as `auto_compress(..., recipe=...)` to skip the search.
         report: Rows (dicts) for the float32 `.tflite` and the compressed one:
             `model`, `size_bytes`, `gzip_bytes`, `keras_accuracy`,
-            `tflite_accuracy`, `latency_ms` (median, 1 thread, batch 1).
+            `tflite_accuracy`, `latency_ms` (LiteRT, median, 1 thread, batch
+            1), `macs` (`count_macs`; None unless `objective="latency"`).
         trials: One dict per pipeline run: the recipe, its predicted and
-            measured size, its TFLite accuracy, whether it kept the budget.
+            measured size (and MACs with `objective="latency"`), its TFLite
+            accuracy, whether it kept the budget.
         baseline_accuracy: Accuracy of the float32 `.tflite` on the validation data.
         max_accuracy_drop: The budget (a fraction: 0.01 is one point).
         within_budget: True if the returned `.tflite` keeps the budget.
         seconds: Time per phase and in total.
-        sensitivity: The measured sensitivity table (`Sensitivity.to_dict()`),
-            None when a recipe was given.
+        sensitivity: The measured sensitivity table (`Sensitivity.to_dict()`;
+            per channel group with `objective="latency"`), None when a recipe
+            was given.
+        objective: "size" or "latency".
     """
 
     model: keras.Model
@@ -40,36 +44,58 @@ class AutoCompressResult:
     within_budget: bool
     seconds: dict
     sensitivity: dict = None
+    objective: str = "size"
 
     def recipe_json(self):
         """The recipe as indented JSON text."""
         return json.dumps(self.recipe, indent=1)
 
     def report_table(self):
-        """The report as a Markdown table (ratio: float32 `.tflite` bytes / gzip bytes)."""
-        float_bytes = self.report[0]["size_bytes"]
+        """The report as a Markdown table (ratio: float32 `.tflite` bytes / gzip bytes).
+
+        With MACs counted (`objective="latency"`), also the MACs and the
+        latency against the float32 `.tflite`'s, measured in the same run.
+        """
+        first = self.report[0]
+        macs = first.get("macs") is not None
         lines = [
-            "| model | Keras acc | TFLite acc | .tflite | gzip | float .tflite / gzip | latency |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| model | Keras acc | TFLite acc | .tflite | gzip | float .tflite / gzip | "
+            + ("MACs | vs float | " if macs else "")
+            + "latency (1 thread) |" + (" speed-up |" if macs else ""),
+            "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if macs else "") + "---:|"
+            + ("---:|" if macs else ""),
         ]
         for row in self.report:
-            lines.append(
+            line = (
                 f"| {row['model']} | {row['keras_accuracy']:.2%} | {row['tflite_accuracy']:.2%} | "
                 f"{row['size_bytes']:,} B | {row['gzip_bytes']:,} B | "
-                f"{float_bytes / row['gzip_bytes']:.1f}x | {row['latency_ms']:.3f} ms |"
+                f"{first['size_bytes'] / row['gzip_bytes']:.1f}x | "
             )
+            if macs:
+                line += f"{row['macs']:,} | {row['macs'] / first['macs']:.2f}x | "
+            line += f"{row['latency_ms']:.3f} ms |"
+            if macs:
+                line += f" {first['latency_ms'] / row['latency_ms']:.2f}x |"
+            lines.append(line)
         return "\n".join(lines)
 
     def trials_table(self):
         """One Markdown row per pipeline run."""
+        if self.objective == "latency":
+            head, predicted = "predicted MACs | MACs", lambda t: (
+                f"{t['predicted_macs']:,}" if t.get("predicted_macs") else "-"
+            ) + f" | {t['macs']:,}"
+        else:
+            head, predicted = "predicted kernels", lambda t: (
+                f"{t['predicted_kernel_bytes']:,} B" if t["predicted_kernel_bytes"] else "-"
+            )
         lines = [
-            "| trial | recipe | predicted kernels | gzip | TFLite acc | kept budget | time |",
-            "|---:|---|---:|---:|---:|:---:|---:|",
+            f"| trial | recipe | {head} | gzip | TFLite acc | kept budget | time |",
+            "|---:|---|---:|" + ("---:|" if self.objective == "latency" else "") + "---:|---:|:---:|---:|",
         ]
         for t in self.trials:
             lines.append(
-                f"| {t['trial']} | {describe_short(t['recipe'])} | "
-                + (f"{t['predicted_kernel_bytes']:,} B" if t["predicted_kernel_bytes"] else "-")
+                f"| {t['trial']} | {describe_short(t['recipe'])} | {predicted(t)}"
                 + f" | {t['gzip_bytes']:,} B | {t['tflite_accuracy']:.2%} | "
                 f"{'yes' if t['passed'] else 'no'} | {t['seconds']:.0f} s |"
             )
@@ -90,6 +116,7 @@ class AutoCompressResult:
 def describe_short(recipe):
     """A recipe on one line: `conv1 50%/16/8-bit, dense 95%/8/4-bit` (sparsity/clusters/bits).
 
+    Kept channels, where the recipe sets them, come first (`50% ch/0%/-/8-bit`).
     A recipe of more than 6 layers is summed up by each knob's range.
 
     Example:
@@ -97,19 +124,26 @@ def describe_short(recipe):
     >>> describe_short({"a": {"sparsity": 0.5, "clusters": 16, "weight_bits": 8},
     ...                 "b": {"sparsity": 0.9, "clusters": None, "weight_bits": 4}})
     'a 50%/16/8-bit, b 90%/-/4-bit'
+    >>> describe_short({"a": {"channel_sparsity": 0.5, "sparsity": 0.0, "clusters": None,
+    ...                       "weight_bits": 8}})
+    'a 50% ch/0%/-/8-bit'
     """
     if not recipe:
         return "int8 only"
+    shown = knobs_lib.shown_knobs(recipe)
     if len(recipe) > 6:
         parts = []
-        for row in knobs_lib.KNOBS:
-            values = [entry[row.name] for entry in recipe.values() if entry[row.name] != row.neutral]
+        for row in shown:
+            values = [
+                entry.get(row.name, row.neutral) for entry in recipe.values()
+                if entry.get(row.name, row.neutral) != row.neutral
+            ]
             if values:
                 low, high = min(values), max(values)
                 span = row.label(low) if low == high else f"{row.label(low)} to {row.label(high)}"
                 parts.append(f"{row.name} {span} on {len(values)}")
         return f"{len(recipe)} layers: " + (", ".join(parts) or "int8 only")
     return ", ".join(
-        f"{name} " + "/".join(row.label(entry[row.name]) for row in knobs_lib.KNOBS)
+        f"{name} " + "/".join(row.label(entry.get(row.name, row.neutral)) for row in shown)
         for name, entry in recipe.items()
     )

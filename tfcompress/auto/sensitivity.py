@@ -139,7 +139,7 @@ def measure(model, layers, grids, x, labels, verbose=1):
     evaluate = Evaluator(model, x, labels)
     base_loss, base_accuracy = evaluate()
     units = sum(len(values) - 1 for grid in grids.values() for values in grid.values())
-    progress = keras.utils.Progbar(units, verbose=_progbar_verbosity(verbose), unit_name="setting")
+    progress = progress_bar(units, verbose)
     loss, accuracy, done = {}, {}, 0
     for name, layer in layers.items():
         variables = knobs_lib.kernels(layer)
@@ -163,11 +163,10 @@ def measure(model, layers, grids, x, labels, verbose=1):
     return Sensitivity(base_loss, base_accuracy, loss, accuracy, int(len(labels)))
 
 
-def _progbar_verbosity(verbose):
-    if not verbose:
-        return 0
-    # A live bar in a terminal; in a log file one line at the end.
-    return 1 if sys.stdout.isatty() else 2
+def progress_bar(units, verbose):
+    """A Progbar over `units` settings: live in a terminal, one line at the end in a log, or silent."""
+    shown = 0 if not verbose else 1 if sys.stdout.isatty() else 2
+    return keras.utils.Progbar(units, verbose=shown, unit_name="setting")
 
 
 def harshest_without_training(evaluate, layers, choices, floor):
@@ -207,10 +206,23 @@ def harshest_without_training(evaluate, layers, choices, floor):
                 for variable, kernel in zip(knobs_lib.kernels(layer), originals[name]):
                     variable.assign(kernel)
 
-    lo, hi = 0, len(choices) - 1
+    return last_passing(len(choices), lambda i: accuracy(choices[i]) >= floor)
+
+
+def last_passing(count, passes):
+    """The last index in `range(count)` for which `passes(index)`, by binary search (0 if none).
+
+    `passes` is taken to be true up to some index and false after it.
+
+    Example:
+
+    >>> last_passing(10, lambda i: i <= 6)
+    6
+    """
+    lo, hi = 0, count - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if accuracy(choices[mid]) >= floor:
+        if passes(mid):
             lo = mid
         else:
             hi = mid - 1

@@ -274,34 +274,11 @@ def sparsity_for_macs(model, macs_ratio, groups=None, round_to=1):
         graph = graph.select([names.index(name) for name in groups])
     counts = count_macs(model)
     sizes = np.array([g.size for g in graph.groups], np.float64)
-    layers = {layer.name: layer for layer in _rewrite.iter_layers(model)}
-
     round_to = check_round_to(round_to)
 
     def macs_at(sparsity):
         kept = keras.ops.convert_to_numpy(kept_channels(sparsity, sizes, round_to)).astype(np.float64)
-        kept = np.append(kept / np.maximum(sizes, 1), 1.0)
-        slot_fraction = np.append(kept[graph.slot_group], 1.0)
-        total = 0.0
-        for name, macs in counts.layers.items():
-            axes = graph.weight_slots.get(name, {})
-            fraction = lambda weight, axis: (  # noqa: E731
-                float(np.mean(slot_fraction[dict(axes[weight])[axis]]))
-                if weight in axes and axis in dict(axes[weight]) else 1.0
-            )
-            layer = layers[name]
-            if isinstance(layer, _layers.SEPARABLE_LAYERS):
-                dw, pw = (int(np.prod(v.shape)) for v in (layer.depthwise_kernel, layer.pointwise_kernel))
-                rank = len(layer.pointwise_kernel.shape)
-                inputs = fraction("depthwise_kernel", rank - 2)
-                total += macs * (dw * inputs + pw * inputs * fraction("pointwise_kernel", rank - 1)) / (dw + pw)
-            elif "kernel" in axes:
-                rank = len(layer.kernel.shape)
-                out = 1.0 if isinstance(layer, _layers.DEPTHWISE_LAYERS) else fraction("kernel", rank - 1)
-                total += macs * fraction("kernel", rank - 2) * out
-            else:
-                total += macs
-        return total
+        return macs_when_kept(model, graph, kept / np.maximum(sizes, 1), counts)
 
     target = macs_ratio * counts.total
     highest = min(((n - 0.5) / n for n in sizes), default=0.0) - 1e-6
@@ -324,3 +301,49 @@ def sparsity_for_macs(model, macs_ratio, groups=None, round_to=1):
     while macs_at(sparsity) > target and sparsity + 1e-4 <= highest:
         sparsity += 1e-4
     return float(round(sparsity, 4))
+
+
+def macs_when_kept(model, graph, kept_fraction, counts=None):
+    """Multiply-accumulates of `model` once each group of `graph` keeps a fraction of its channels.
+
+    Counted without stripping: each layer's MACs shrink with the kept
+    fraction of its input and output channels (only the input's for a
+    depthwise conv), which is what `count_macs` of the stripped model gives
+    when the fractions are whole channels.
+
+    Args:
+        model: A built Sequential or functional model.
+        graph: Its `ChannelGraph` (`graph.analyze(model)`, or a `select` of it).
+        kept_fraction: One float per group of `graph`: kept / prunable channels.
+        counts: `count_macs(model)`, if already counted.
+
+    Returns:
+        The MACs, a float.
+    """
+    from tfcompress.macs import count_macs
+
+    counts = count_macs(model) if counts is None else counts
+    layers = {layer.name: layer for layer in _rewrite.iter_layers(model)}
+    kept = np.append(np.asarray(kept_fraction, np.float64), 1.0)
+    slot_fraction = np.append(kept[graph.slot_group], 1.0)
+    total = 0.0
+    for name, macs in counts.layers.items():
+        axes = graph.weight_slots.get(name, {})
+
+        def fraction(weight, axis):
+            found = dict(axes.get(weight, ()))
+            return float(np.mean(slot_fraction[found[axis]])) if axis in found else 1.0
+
+        layer = layers[name]
+        if isinstance(layer, _layers.SEPARABLE_LAYERS):
+            dw, pw = (int(np.prod(v.shape)) for v in (layer.depthwise_kernel, layer.pointwise_kernel))
+            rank = len(layer.pointwise_kernel.shape)
+            inputs = fraction("depthwise_kernel", rank - 2)
+            total += macs * (dw * inputs + pw * inputs * fraction("pointwise_kernel", rank - 1)) / (dw + pw)
+        elif "kernel" in axes:
+            rank = len(layer.kernel.shape)
+            out = 1.0 if isinstance(layer, _layers.DEPTHWISE_LAYERS) else fraction("kernel", rank - 1)
+            total += macs * fraction("kernel", rank - 2) * out
+        else:
+            total += macs
+    return total

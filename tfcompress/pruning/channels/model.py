@@ -157,17 +157,47 @@ class ChannelPruningModel(keras.Model):
         sparsity = ops.take(ops.stack([d[1] for d in decisions]), plan.group_schedule)
 
         def update():
-            sizes = np.array([group.size for group in plan.graph.groups], np.float32)
-            kept = ops.maximum(scoring.kept_channels(sparsity, sizes, plan.round_to), 1.0)
-            remove = ops.cast(sizes - kept, "int32")
             current = self.channel_mask[: plan.graph.num_slots]
-            scores = self._importance() * current  # removed channels stay removed
-            keep = scoring.keep_mask(scores, plan.graph.slot_group, plan.group_starts, remove)
-            keep = ops.where(ops.take(should, plan.graph.slot_group), keep, current)
+            keep = ops.where(ops.take(should, plan.graph.slot_group), self._keep(sparsity), current)
             self.channel_mask.assign(ops.concatenate([keep, ops.ones((1,), "float32")]))
             return ops.zeros(())
 
         ops.cond(ops.any(should), update, lambda: ops.zeros(()))
+
+    def _keep(self, sparsity, scores=None):
+        """0/1 per unit: each group's most important channels at `sparsity` (one per group)."""
+        plan = self.channel_plan
+        sizes = np.array([group.size for group in plan.graph.groups], np.float32)
+        kept = ops.maximum(scoring.kept_channels(sparsity, sizes, plan.round_to), 1.0)
+        remove = ops.cast(sizes - kept, "int32")
+        current = self.channel_mask[: plan.graph.num_slots]
+        scores = (self._importance() if scores is None else scores) * current  # removed stay removed
+        return scoring.keep_mask(scores, plan.graph.slot_group, plan.group_starts, remove)
+
+    def channel_scores(self):
+        """The importance of every prunable channel now (numpy, one score per unit)."""
+        return ops.convert_to_numpy(self._importance())
+
+    def mask_channels(self, sparsity, scores=None):
+        """Removes channels at once, without training: what `fit` would reach at `sparsity`.
+
+        Every group's mask is reset, then each group keeps its most important
+        channels (by the model's importance criterion, on the current
+        weights) at its sparsity. What `auto_compress` measures sensitivity
+        with; `mask_channels(0.0)` restores every channel.
+
+        Args:
+            sparsity: A float for every group, or one per group (in
+                `channel_groups(model)` order).
+            scores: `channel_scores()` if already computed (they do not
+                change until the weights do).
+        """
+        plan = self.channel_plan
+        sparsity = np.broadcast_to(np.asarray(sparsity, np.float32), (len(plan.graph.groups),))
+        self.channel_mask.assign(ops.ones((plan.graph.num_slots + 1,), "float32"))
+        if plan.graph.num_slots and np.any(sparsity > 0):
+            keep = self._keep(ops.convert_to_tensor(sparsity), scores)
+            self.channel_mask.assign(ops.concatenate([keep, ops.ones((1,), "float32")]))
 
     def _importance(self):
         """Scores of every unit (`num_slots`,) by the plan's criterion."""
