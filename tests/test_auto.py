@@ -267,6 +267,17 @@ def test_keep_zeros_holds_pruned_layers_that_a_stage_trains_unwrapped(data):
     assert np.mean(hidden.kernel.numpy() == 0) < 0.1
 
 
+def test_a_recipe_that_clusters_without_pruning_ships_its_clusters(trained, data):
+    """QAT keeps the clusters of a stage that pruned nothing (they were re-spread before)."""
+    x, y, _, _ = data
+    models = pipeline.train_pipeline(
+        trained, x, y, epochs={"cluster": 1, "qat": 1}, clusters={"hidden": 4}, verbose=0
+    )
+    wrapper = models.qat.get_layer("quant_hidden")
+    kernel = wrapper.shipped_weights()[id(wrapper.layer.kernel)]
+    assert len(np.unique(kernel)) <= 4
+
+
 # -- the search machinery, without training ----------------------------------
 
 

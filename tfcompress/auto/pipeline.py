@@ -256,7 +256,9 @@ def train_pipeline(
         + (f", {' and '.join(kept)} kept" if kept else "")
     )
     qat = tfcompress.quantize_model(
-        models.clustered, preserve_sparsity=keep_zeros, weight_bits=weight_bits
+        # Clustered kernels are kept shared only under preserve_sparsity (the
+        # auto rule: few distinct values), with or without pruning before.
+        models.clustered, preserve_sparsity=keep_zeros or bool(clusters), weight_bits=weight_bits
     )
     models.qat = train(qat, "qat")
     return models
