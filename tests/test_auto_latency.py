@@ -15,6 +15,7 @@ import tfcompress
 from conftest import fit_small_classifier, small_digits
 from tfcompress import cli, lite
 from tfcompress.auto import channels, knobs
+from tfcompress.auto import recipe as recipe_lib
 from tfcompress.report import tflite_weights
 
 BUDGET = 0.04
@@ -227,11 +228,11 @@ def test_recipe_group_values_fill_in_and_must_agree():
     groups = channels.recipe_groups(model, layers)
     assert groups.layers == {"a": ("a", "b")}
     # A member the recipe leaves out takes its group's value.
-    assert knobs.check_recipe({"a": {"channel_sparsity": 0.5}}, layers, groups) == {
+    assert recipe_lib.check_recipe({"a": {"channel_sparsity": 0.5}}, layers, groups) == {
         "a": {"channel_sparsity": 0.5, "sparsity": 0.0, "clusters": None, "weight_bits": 8},
         "b": {"channel_sparsity": 0.5, "sparsity": 0.0, "clusters": None, "weight_bits": 8},
     }
-    assert knobs.check_recipe({"logits": {"sparsity": 0.5}}, layers, groups) == {
+    assert recipe_lib.check_recipe({"logits": {"sparsity": 0.5}}, layers, groups) == {
         "logits": {"sparsity": 0.5, "clusters": None, "weight_bits": 8}
     }
 

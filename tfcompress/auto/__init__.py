@@ -15,7 +15,8 @@ and `result`.
 """
 
 from tfcompress.auto.api import auto_compress
-from tfcompress.auto.knobs import KNOBS, Knob, check_recipe
+from tfcompress.auto.knobs import KNOBS, Knob
+from tfcompress.auto.recipe import check_recipe
 from tfcompress.auto.pipeline import train_pipeline
 from tfcompress.auto.result import AutoCompressResult
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from tfcompress import _layers, _validate, lite
 from tfcompress.auto import allocate, channels, inputs, knobs as knobs_lib, pipeline, sizes
+from tfcompress.auto import recipe as recipe_lib
 from tfcompress.auto import sensitivity as sensitivity_lib
 from tfcompress.auto.result import AutoCompressResult, describe_short
 from tfcompress.macs import count_macs
@@ -163,7 +164,7 @@ def auto_compress(
     if objective == "latency" and recipe is None:
         channels.check_latency_model(model, groups)
     if recipe is not None:
-        recipe = knobs_lib.check_recipe(recipe, layers, groups)
+        recipe = recipe_lib.check_recipe(recipe, layers, groups)
     # Planned now so that a model QAT cannot quantize fails before any training.
     grids = knobs_lib.search_grids(layers, _folded_layers(model))
 
@@ -223,7 +224,7 @@ class _Session:
         self.log(f"  trial {number}{where}: {describe_short(recipe)}")
         keras.utils.set_random_seed(self.seed)
         clock = time.perf_counter()
-        settings = knobs_lib.stage_settings(recipe)
+        settings = recipe_lib.stage_settings(recipe)
         models = pipeline.train_pipeline(
             self.model, self.train.x, self.train.y,
             channel_sparsity=settings[knobs_lib.CHANNELS.name],

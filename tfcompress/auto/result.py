@@ -5,7 +5,7 @@ import json
 
 import keras
 
-from tfcompress.auto import knobs as knobs_lib
+from tfcompress.auto import recipe as recipe_lib
 
 
 @dataclasses.dataclass
@@ -105,7 +105,7 @@ class AutoCompressResult:
         budget = self.baseline_accuracy - self.max_accuracy_drop
         verdict = "kept" if self.within_budget else "NOT kept"
         return (
-            f"recipe:\n{knobs_lib.describe(self.recipe)}\n\n{self.trials_table()}\n\n"
+            f"recipe:\n{recipe_lib.describe(self.recipe)}\n\n{self.trials_table()}\n\n"
             f"{self.report_table()}\n\n"
             f"budget: TFLite accuracy >= {budget:.2%} (float {self.baseline_accuracy:.2%} - "
             f"{self.max_accuracy_drop:.2%}): {verdict}; {len(self.trials)} pipeline run(s), "
@@ -130,7 +130,7 @@ def describe_short(recipe):
     """
     if not recipe:
         return "int8 only"
-    shown = knobs_lib.shown_knobs(recipe)
+    shown = recipe_lib.shown_knobs(recipe)
     if len(recipe) > 6:
         parts = []
         for row in shown:
