@@ -150,9 +150,9 @@ def convert(
             f"model '{model.name}' is a QAT model whose learned ranges are int8: convert "
             "it with quantization='int8', or give the float model before quantize_model."
         )
-    if quantization in FULL_INTEGER_MODES and not qat and _rewrite.is_graph_model(model):
-        model = _layer_norms_as_ops(model)
     if quantization in FULL_INTEGER_MODES and not qat:
+        if _rewrite.is_graph_model(model):
+            model = _layer_norms_as_ops(model)
         if representative_data is None:
             hint = "" if quantization == "int16x8" else (
                 ", or train the model with tfcompress.quantization.quantize_model first"
@@ -241,12 +241,10 @@ def _layer_norms_as_ops(model):
     """
     from tfcompress.quantization.kernels import AsTFLiteOps
 
-    def replace(layer):
-        return AsTFLiteOps(layer) if isinstance(layer, keras.layers.LayerNormalization) else None
-
-    if not any(isinstance(layer, keras.layers.LayerNormalization) for layer in model._flatten_layers()):
+    norm = keras.layers.LayerNormalization
+    if not any(isinstance(layer, norm) for layer in model._flatten_layers()):
         return model
-    return _graph.rebuild(model, replace=replace)
+    return _graph.rebuild(model, replace=lambda layer: AsTFLiteOps(layer) if isinstance(layer, norm) else None)
 
 
 def _check_runs_16x8(flatbuffer, layout, sample, name):
